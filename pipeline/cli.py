@@ -1,0 +1,261 @@
+"""The `precal` command line: every stage of the pipeline, each with its own --help."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.prefect_env import apply_offline_defaults
+
+apply_offline_defaults()
+
+app = typer.Typer(
+    help="precal: extract multimodal features once, cache them in WebDataset shards, and train "
+    "fusion models with contextual calibration on them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="Build or import data sets into precal manifests.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+console = Console()
+
+ENCODER_HELP = "Encoder per modality as MODALITY=NAME (repeatable), e.g. audio=mfcc or text=hf. See `precal encoders`."
+OPTION_HELP = "Encoder option as MODALITY.KEY=VALUE (repeatable), e.g. text.model=/models/bert or video.fps=5."
+MODALITY_HELP = "Modalities to extract (repeatable; default: text, audio and video)."
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _value(text: str):
+    """Option values from the command line: JSON where it parses (numbers, true, lists), else text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def extract_config(modality: list[str] | None, encoder: list[str] | None, option: list[str] | None, **settings):
+    from pipeline.config import EncoderChoice, ExtractConfig, default_modalities
+
+    chosen = {m: EncoderChoice() for m in modality} if modality else default_modalities()
+    for item in encoder or []:
+        name, sep, value = item.partition("=")
+        if not sep or name not in chosen:
+            fail(f"--encoder {item!r}: expected MODALITY=NAME with MODALITY in {sorted(chosen)}")
+        chosen[name].name = value
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        mod, dot, opt = key.partition(".")
+        if not (sep and dot) or mod not in chosen:
+            fail(f"--option {item!r}: expected MODALITY.KEY=VALUE with MODALITY in {sorted(chosen)}")
+        chosen[mod].options[opt] = _value(value)
+    try:
+        return ExtractConfig(modalities=chosen, **settings)
+    except ValueError as err:
+        fail(str(err))
+
+
+def load_manifest(path: Path, allow_outside_root: bool = False):
+    from pipeline.manifest import ManifestError, read_manifest
+
+    try:
+        return read_manifest(path, allow_outside_root=allow_outside_root)
+    except ManifestError as err:
+        fail(str(err))
+
+
+@app.command()
+def extract(
+    manifest: Path = typer.Option(..., help="Manifest (CSV, JSONL or Parquet) listing the samples."),
+    store: Path = typer.Option(..., help="Feature store folder (created if missing)."),
+    modality: Optional[list[str]] = typer.Option(None, "--modality", "-m", help=MODALITY_HELP),
+    encoder: Optional[list[str]] = typer.Option(None, "--encoder", "-e", help=ENCODER_HELP),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help=OPTION_HELP),
+    dtype: str = typer.Option("float16", help="Storage dtype of features: float16 or float32."),
+    batch_size: int = typer.Option(16, help="Clips per encoder batch on the device."),
+    workers: int = typer.Option(1, help="Decoding worker processes (0 decodes in the main process)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    shard_size: int = typer.Option(256, help="Samples per feature shard (one commit each)."),
+    max_failed: float = typer.Option(0.05, help="Exit non-zero when more than this share of extractions failed."),
+    retry_failed: bool = typer.Option(False, help="Try again samples that failed before with unchanged inputs."),
+    allow_outside_root: bool = typer.Option(False, help="Allow manifest paths outside the manifest's folder."),
+    wait: float = typer.Option(0.0, help="Seconds to wait for another process holding the store's lock."),
+):
+    """Extract features of every sample in MANIFEST into STORE, skipping what is already done.
+
+    Runs as a Prefect flow. Bad inputs become `failed` catalog rows with a reason; the run goes on.
+    """
+    from flows.extract import extract_flow
+
+    config = extract_config(modality, encoder, option, dtype=dtype, batch_size=batch_size, num_workers=workers,
+                            device=device, shard_size=shard_size, max_failed=max_failed, retry_failed=retry_failed,
+                            allow_outside_root=allow_outside_root)
+    load_manifest(manifest, allow_outside_root)
+    report = _run_guarded(lambda: extract_flow(str(manifest), str(store), config, wait))
+    print_extraction(report)
+    if report["failed_share"] > max_failed:
+        fail(f"{report['failed_share']:.1%} of extractions failed (above --max-failed {max_failed:.1%}); "
+             f"see `precal status --store {store} --failed`", code=1)
+
+
+def _run_guarded(fn):
+    from storage.lock import StoreLockedError
+
+    try:
+        return fn()
+    except StoreLockedError as err:
+        fail(str(err))
+
+
+def print_extraction(report: dict) -> None:
+    table = Table(title="extraction")
+    for column in ("modality", "encoder", "ok", "failed", "skipped", "shards", "seconds"):
+        table.add_column(column)
+    for s in report["modalities"]:
+        table.add_row(s["modality"], s["encoder"], str(s["ok"]), str(s["failed"]), str(s["skipped"]),
+                      str(s["shards_written"]), f"{s['seconds']:.1f}")
+    console.print(table)
+    for s in report["modalities"]:
+        for line in s["errors"][:10]:
+            console.print(f"[yellow]failed[/yellow] {s['modality']}: {line}", soft_wrap=True)
+        if len(s["errors"]) > 10:
+            console.print(f"... and {len(s['errors']) - 10} more ({s['modality']}); `precal status --failed` lists all")
+
+
+@app.command()
+def status(
+    store: Path = typer.Option(..., help="Feature store folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    failed: bool = typer.Option(False, "--failed", help="List every failed sample with its reason."),
+):
+    """Show what the store holds: ok/failed counts per modality and encoder, packs, failures."""
+    from storage.maintenance import status as store_status
+
+    if not store.is_dir():
+        fail(f"{store}: no such store")
+    info = store_status(store)
+    if as_json:
+        if not failed:
+            info["failed"] = len(info["failed"])
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(title=f"store {store}")
+    for column in ("modality", "encoder", "fingerprint", "ok", "failed"):
+        table.add_column(column)
+    for row in info["features"]:
+        table.add_row(row["modality"], row["encoder"], row["fingerprint"], str(row["ok"]), str(row["failed"]))
+    console.print(table)
+    console.print(f"packs: {', '.join(info['packs']) or 'none'}")
+    if failed:
+        for row in info["failed"]:
+            console.print(f"{row['modality']:5} {row['sample_id']}: {row['error']}", soft_wrap=True)
+
+
+@app.command()
+def verify(
+    store: Path = typer.Option(..., help="Feature store folder."),
+    repair: bool = typer.Option(False, help="Re-extract what a bad or missing shard held (needs --manifest)."),
+    manifest: Optional[Path] = typer.Option(None, help="The manifest the store was extracted from (for --repair)."),
+    allow_outside_root: bool = typer.Option(False, help="Allow manifest paths outside the manifest's folder."),
+):
+    """Check every shard against the sha256 recorded in the catalog and name each bad one."""
+    from pipeline.repair import repair_store
+    from storage.maintenance import verify as verify_store
+
+    from tqdm.auto import tqdm
+
+    report = verify_store(store, progress=lambda it: tqdm(list(it), desc="verify", unit="shard"))
+    for shard, reason in sorted(report.bad.items()):
+        console.print(f"[red]bad[/red] {shard}: {reason} ({len(report.samples[shard])} samples)")
+    console.print(f"{report.checked} shards checked, {len(report.bad)} bad")
+    if repair and report.bad:
+        if manifest is None:
+            fail("--repair needs --manifest (the samples are extracted again from their sources)")
+        summaries = _run_guarded(lambda: repair_store(store, load_manifest(manifest, allow_outside_root), report))
+        console.print(f"repaired: {sum(s.ok for s in summaries)} samples re-extracted")
+    elif report.bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+def gc(
+    store: Path = typer.Option(..., help="Feature store folder."),
+    dry_run: bool = typer.Option(False, help="Only list what would be removed."),
+):
+    """Remove shards nothing references, temporaries left by crashes; compact the catalog."""
+    from storage.lock import store_lock
+    from storage.maintenance import gc as store_gc
+
+    with store_lock(store):
+        removed = store_gc(store, dry_run=dry_run)
+    for path in removed:
+        console.print(f"{'would remove' if dry_run else 'removed'} {path}")
+    console.print(f"{len(removed)} paths {'to remove' if dry_run else 'removed'}")
+
+
+@app.command()
+def pack(
+    manifest: Path = typer.Option(..., help="Manifest whose samples to pack (removed samples drop out)."),
+    store: Path = typer.Option(..., help="Feature store folder."),
+    modality: Optional[list[str]] = typer.Option(None, "--modality", "-m", help=MODALITY_HELP),
+    encoder: Optional[list[str]] = typer.Option(None, "--encoder", "-e", help=ENCODER_HELP),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help=OPTION_HELP),
+    dtype: str = typer.Option("float16", help="Storage dtype the features were extracted with."),
+    allow_outside_root: bool = typer.Option(False, help="Allow manifest paths outside the manifest's folder."),
+):
+    """Gather each sample's modalities into training shards under STORE/packed/<pack-id>."""
+    from pipeline.extract import selection_for
+    from storage.pack import pack as pack_store
+
+    config = extract_config(modality, encoder, option, dtype=dtype)
+    result = pack_store(store, load_manifest(manifest, allow_outside_root), selection_for(store, config))
+    verb = "wrote" if result.created else "already packed"
+    console.print(f"{verb} {result.path} ({', '.join(f'{k}: {v}' for k, v in result.counts.items())})")
+    if result.dropped:
+        console.print(f"[yellow]{len(result.dropped)} samples had no extracted modality and were left out[/yellow]")
+
+
+@app.command()
+def encoders():
+    """List the encoders each modality can use (names for --encoder)."""
+    from extractors import list_encoders
+
+    for modality, names in list_encoders().items():
+        console.print(f"{modality}: {', '.join(names)}")
+
+
+@datasets_app.command("avdigits")
+def datasets_avdigits(
+    fsdd: Path = typer.Option(..., help="FSDD recordings folder ({digit}_{speaker}_{index}.wav)."),
+    mnist: Path = typer.Option(..., help="MNIST CSV (gzip ok): 784 pixel values then the label per row."),
+    out: Path = typer.Option(..., help="Output folder for clips, manifest.csv and perturbations.csv."),
+    per_class: Optional[int] = typer.Option(None, help="Samples per digit (default: every FSDD take)."),
+    seed: int = typer.Option(0, help="Seed for pairing, motion and perturbations."),
+    perturb_share: float = typer.Option(0.3, help="Share of samples with one modality in conflict or degraded."),
+):
+    """Build the AV-digits data set: H.264+AAC clips of a moving MNIST digit with FSDD speech, and transcripts."""
+    from pipeline.datasets.avdigits import build_avdigits
+
+    try:
+        manifest = build_avdigits(fsdd=fsdd, mnist=mnist, out=out, per_class=per_class, seed=seed,
+                                  perturb_share=perturb_share)
+    except (FileNotFoundError, ValueError) as err:
+        fail(str(err))
+    console.print(f"wrote {manifest}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Validated configuration for extraction and the whole pipeline (YAML or JSON files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.manifest import MODALITIES
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class EncoderChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None  # None: the modality's offline default
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def default_modalities() -> dict[str, EncoderChoice]:
+    return {m: EncoderChoice() for m in MODALITIES}
+
+
+class ExtractConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    modalities: dict[str, EncoderChoice] = Field(default_factory=default_modalities)
+    dtype: Literal["float16", "float32"] = "float16"
+    batch_size: int = Field(16, ge=1)
+    num_workers: int = Field(1, ge=0)
+    device: str = "auto"
+    shard_size: int = Field(256, ge=1)
+    max_failed: float = Field(0.05, ge=0.0, le=1.0)
+    retry_failed: bool = False
+    allow_outside_root: bool = False
+
+    @field_validator("modalities")
+    @classmethod
+    def _known(cls, value: dict) -> dict:
+        unknown = set(value) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown modality {sorted(unknown)}; choose from {list(MODALITIES)}")
+        if not value:
+            raise ValueError("choose at least one modality")
+        return value
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    manifest: Path
+    store: Path
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    train: dict[str, Any] = Field(default_factory=dict)  # validated by trainers.config
+    out: Path | None = None
+
+
+def load_file(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot be parsed: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_pipeline_config(path: Path) -> PipelineConfig:
+    """Read a pipeline config; relative paths are taken from the config file's folder."""
+    data = load_file(path)
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: invalid config:\n{err}") from err
+    base = Path(path).resolve().parent
+    updates = {k: base / getattr(config, k) for k in ("manifest", "store", "out") if getattr(config, k) is not None}
+    return config.model_copy(update=updates)

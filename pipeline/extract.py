@@ -1,0 +1,208 @@
+"""Extraction as plain functions: plan what is missing, extract it, commit shards then catalog rows.
+
+Order of commits is what makes a crash harmless: a shard is renamed into place complete, and only
+then does a catalog part name it. Re-running skips every (content hash, fingerprint) already `ok`
+whose shard is still there, and finishes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from extractors import DecodeError, Encoder, Features, extract_features, get_encoder
+from pipeline.config import ExtractConfig
+from pipeline.manifest import Manifest, Sample
+from storage.catalog import Catalog
+from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
+from storage.lock import store_lock
+from storage.shards import json_bytes, npy_bytes, write_shard
+
+DTYPES = ("float16", "float32")
+
+
+@dataclass
+class ModalitySummary:
+    modality: str
+    encoder: str
+    fingerprint: str
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    shards_written: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Todo:
+    sample: Sample
+    content_hash: str
+
+
+def store_fingerprint(encoder: Encoder, dtype: str) -> str:
+    """The encoder's fingerprint plus how its output is stored."""
+    return json_fingerprint({"encoder": encoder.fingerprint(), "dtype": dtype})
+
+
+def plan(manifest: Manifest, store: Path, encoder: Encoder, dtype: str, *, retry_failed: bool = False,
+         latest: list[dict] | None = None, files: FileHashCache | None = None) -> tuple[list[Todo], int]:
+    """Samples of this modality that still need extracting, and how many are already done."""
+    fingerprint = store_fingerprint(encoder, dtype)
+    files = files or FileHashCache(store / "cache" / "file_hashes.json")
+    rows = latest if latest is not None else Catalog(store).latest()
+    done = {r["sample_id"]: r for r in rows if r["modality"] == encoder.modality and r["fingerprint"] == fingerprint}
+    todo, skipped = [], 0
+    for sample in manifest.samples:
+        if not sample.has(encoder.modality):
+            continue
+        digest = content_hash(encoder.modality, sample, files)
+        if _is_done(done.get(sample.sample_id), digest, store, retry_failed):
+            skipped += 1
+        else:
+            todo.append(Todo(sample, digest))
+    return todo, skipped
+
+
+def _is_done(row: dict | None, digest: str, store: Path, retry_failed: bool) -> bool:
+    if row is None or row["content_hash"] != digest:
+        return False
+    if row["status"] == "failed":
+        return not retry_failed
+    shard = store / row["shard"]
+    return shard.is_file() and shard.stat().st_size == row["shard_bytes"]
+
+
+def extract_modality(todo: list[Todo], encoder: Encoder, store: Path, *, dtype: str = "float16",
+                     shard_size: int = 256, batch_size: int = 16, num_workers: int = 0,
+                     device: str = "auto", progress: bool = True) -> ModalitySummary:
+    """Extract `todo` with one encoder, committing a shard (then its catalog rows) every `shard_size` samples."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    fingerprint = store_fingerprint(encoder, dtype)
+    summary = ModalitySummary(encoder.modality, encoder.name, fingerprint)
+    if not todo:
+        return summary
+    started = time.perf_counter()
+    hashes = {t.sample.sample_id: t.content_hash for t in todo}
+    catalog = Catalog(store)
+    pending: list[tuple[Sample, Features]] = []
+    failed_rows: list[dict] = []
+    results = extract_features([t.sample for t in todo], encoder, batch_size=batch_size,
+                               num_workers=num_workers, device=device)
+    bar = tqdm(results, total=len(todo), desc=f"extract {encoder.modality}:{encoder.name}", disable=not progress, unit="clip")
+    for sample, result in bar:
+        if isinstance(result, DecodeError):
+            failed_rows.append(_failed_row(sample, hashes[sample.sample_id], encoder, fingerprint, str(result)))
+            summary.failed += 1
+            summary.errors.append(f"{sample.sample_id}: {result}")
+        else:
+            pending.append((sample, result))
+        if len(pending) >= shard_size:
+            _commit(pending, failed_rows, hashes, encoder, fingerprint, dtype, store, catalog, summary)
+            pending, failed_rows = [], []
+    _commit(pending, failed_rows, hashes, encoder, fingerprint, dtype, store, catalog, summary)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _commit(pending, failed_rows, hashes, encoder, fingerprint, dtype, store, catalog, summary) -> None:
+    rows = list(failed_rows)
+    if pending:
+        rel = Path("features") / encoder.modality / fingerprint / f"shard-{time.time_ns()}-{uuid.uuid4().hex[:6]}.tar"
+        members = [(s.sample_id, _members(s, f, hashes[s.sample_id], encoder, fingerprint, dtype)) for s, f in pending]
+        digest = write_shard(store / rel, members)
+        size = (store / rel).stat().st_size
+        for sample, features in pending:
+            rows.append({
+                "sample_id": sample.sample_id, "modality": encoder.modality, "encoder": encoder.name,
+                "fingerprint": fingerprint, "content_hash": hashes[sample.sample_id], "status": "ok",
+                "shard": rel.as_posix(), "shape": list(features.array.shape), "dtype": dtype,
+                "shard_sha256": digest, "shard_bytes": size,
+            })
+        summary.ok += len(pending)
+        summary.shards_written += 1
+    catalog.append(rows)
+
+
+def _members(sample: Sample, features: Features, digest: str, encoder: Encoder, fingerprint: str, dtype: str) -> dict:
+    array = features.array.astype(dtype)
+    meta = {
+        "sample_id": sample.sample_id, "shape": list(array.shape), "dtype": dtype,
+        "timestamps": None if features.timestamps is None else np.asarray(features.timestamps).round(4).tolist(),
+        "content_hash": digest, "encoder": encoder.name, "fingerprint": fingerprint,
+    }
+    return {"npy": npy_bytes(array), "json": json_bytes(meta)}
+
+
+def _failed_row(sample: Sample, digest: str, encoder: Encoder, fingerprint: str, reason: str) -> dict:
+    return {"sample_id": sample.sample_id, "modality": encoder.modality, "encoder": encoder.name,
+            "fingerprint": fingerprint, "content_hash": digest, "status": "failed", "error": reason}
+
+
+def summary_dict(summary: ModalitySummary) -> dict:
+    return asdict(summary)
+
+
+def build_encoder(modality: str, name: str | None = None, options: dict | None = None) -> Encoder:
+    return get_encoder(modality, name, **(options or {}))
+
+
+def record_encoder(store: Path, encoder: Encoder, fingerprint: str, name: str | None, options: dict) -> None:
+    """Keep how the features were made beside them, so `verify --repair` can make them again."""
+    folder = store / "features" / encoder.modality / fingerprint
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "encoder.json"
+    if not path.is_file():
+        info = {"modality": encoder.modality, "name": name, "options": options, "settings": encoder.describe()}
+        path.write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
+
+
+@dataclass
+class ExtractionReport:
+    modalities: list[ModalitySummary]
+
+    def totals(self) -> dict[str, int]:
+        return {k: sum(getattr(s, k) for s in self.modalities) for k in ("ok", "failed", "skipped")}
+
+    def failed_share(self) -> float:
+        t = self.totals()
+        attempted = t["ok"] + t["failed"]
+        return t["failed"] / attempted if attempted else 0.0
+
+    def to_dict(self) -> dict:
+        return {"modalities": [summary_dict(s) for s in self.modalities], "totals": self.totals(),
+                "failed_share": self.failed_share()}
+
+
+def extract_one_modality(manifest: Manifest, store: Path, modality: str, config: ExtractConfig,
+                         progress: bool = True) -> ModalitySummary:
+    """Plan and extract one modality with the encoder the config chooses."""
+    choice = config.modalities[modality]
+    encoder = build_encoder(modality, choice.name, choice.options)
+    todo, skipped = plan(manifest, store, encoder, config.dtype, retry_failed=config.retry_failed)
+    record_encoder(store, encoder, store_fingerprint(encoder, config.dtype), choice.name, choice.options)
+    summary = extract_modality(todo, encoder, store, dtype=config.dtype, shard_size=config.shard_size,
+                               batch_size=config.batch_size, num_workers=config.num_workers,
+                               device=config.device, progress=progress)
+    summary.skipped = skipped
+    return summary
+
+
+def run_extraction(manifest: Manifest, store: Path, config: ExtractConfig, *, wait: float = 0.0,
+                   progress: bool = True) -> ExtractionReport:
+    """Extract every configured modality of the manifest into the store, holding the store's lock."""
+    with store_lock(store, wait=wait):
+        summaries = [extract_one_modality(manifest, store, m, config, progress) for m in config.modalities]
+    return ExtractionReport(summaries)
+
+
+def selection_for(store: Path, config: ExtractConfig) -> dict[str, str]:
+    """{modality: fingerprint} of the encoders the config chooses (what pack should gather)."""
+    return {m: store_fingerprint(build_encoder(m, c.name, c.options), config.dtype) for m, c in config.modalities.items()}

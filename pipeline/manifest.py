@@ -1,0 +1,205 @@
+"""The manifest: one row per sample, read from CSV, JSONL or Parquet with pyarrow.
+
+Columns (ARCHITECTURE.md): `sample_id`, `split`, `label`, and any of `video`, `audio` (paths relative
+to the manifest's folder), `text` (the transcript itself), `start`/`end` seconds of a segment.
+Validation reports every problem at once, each with its row number, instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+SPLITS = ("train", "valid", "test")
+MODALITIES = ("text", "audio", "video")
+SAFE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+REQUIRED = ("sample_id", "split", "label")
+
+
+class ManifestError(ValueError):
+    """Every problem found in a manifest, one per line, with row numbers (1 = first data row)."""
+
+    def __init__(self, path: Path, problems: list[str]):
+        self.path, self.problems = path, problems
+        listed = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem(s) in the manifest:\n{listed}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    sample_id: str
+    split: str
+    label: str | float | int
+    video: Path | None = None
+    audio: Path | None = None
+    text: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+    def has(self, modality: str) -> bool:
+        """Whether the manifest gives this modality a source (audio may come from the video)."""
+        if modality == "text":
+            return self.text is not None
+        if modality == "audio":
+            return self.audio is not None or self.video is not None
+        return self.video is not None
+
+
+@dataclass
+class Manifest:
+    path: Path
+    root: Path
+    samples: list[Sample] = field(default_factory=list)
+
+    def by_id(self) -> dict[str, Sample]:
+        return {s.sample_id: s for s in self.samples}
+
+    def task(self) -> str:
+        """Regression when every label is a number and some are fractional, else classification."""
+        labels = [s.label for s in self.samples]
+        numeric = all(isinstance(x, (int, float)) for x in labels)
+        if numeric and any(isinstance(x, float) and not x.is_integer() for x in labels):
+            return "regression"
+        return "classification"
+
+
+def read_table(path: Path) -> pa.Table:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        # Everything as text: ids like "007" must not change type by accident. An unquoted empty
+        # field means "no value"; a quoted "" is an explicit (empty) transcript.
+        opts = pacsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False)
+        table = pacsv.read_csv(path, convert_options=opts)
+        return table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return pajson.read_json(path)
+    if suffix == ".parquet":
+        return pq.read_table(path)
+    raise ManifestError(path, [f"unknown manifest format {suffix!r}: use .csv, .jsonl or .parquet"])
+
+
+def read_manifest(path: str | Path, *, allow_outside_root: bool = False, check_files: bool = True) -> Manifest:
+    """Read and validate a manifest; raise ManifestError listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(path, ["the manifest file does not exist"])
+    try:
+        table = read_table(path)
+    except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as err:
+        raise ManifestError(path, [f"cannot be parsed: {err}"]) from err
+    root = path.parent.resolve()
+    missing = [c for c in REQUIRED if c not in table.column_names]
+    if missing:
+        raise ManifestError(path, [f"missing required column(s): {', '.join(missing)}"])
+    problems: list[str] = []
+    samples, seen = [], {}
+    for i, row in enumerate(table.to_pylist(), start=1):
+        sample = _parse_row(row, i, root, allow_outside_root, check_files, problems)
+        if sample is None:
+            continue
+        if sample.sample_id in seen:
+            problems.append(f"row {i}: duplicate sample_id {sample.sample_id!r} (first at row {seen[sample.sample_id]})")
+            continue
+        seen[sample.sample_id] = i
+        samples.append(sample)
+    if not table.num_rows:
+        problems.append("the manifest has no rows")
+    if problems:
+        raise ManifestError(path, problems)
+    return Manifest(path=path, root=root, samples=samples)
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and math.isnan(value))
+
+
+def _parse_row(row: dict, i: int, root: Path, allow_outside: bool, check_files: bool, problems: list[str]) -> Sample | None:
+    before = len(problems)
+    sample_id = "" if _blank(row.get("sample_id")) else str(row["sample_id"]).strip()
+    if not SAFE_ID.match(sample_id):
+        problems.append(f"row {i}: sample_id {sample_id!r} must be non-empty and use only letters, digits, '-' and '_'")
+    split = str(row.get("split") or "").strip()
+    if split not in SPLITS:
+        problems.append(f"row {i}: split {split!r} is not one of {', '.join(SPLITS)}")
+    label = _parse_label(row.get("label"))
+    if label is None:
+        problems.append(f"row {i}: label is empty")
+    media = {m: _resolve(row.get(m), m, i, root, allow_outside, check_files, problems) for m in ("video", "audio")}
+    text = None if row.get("text") is None else str(row["text"])
+    start, end = (_parse_time(row.get(k), k, i, problems) for k in ("start", "end"))
+    if start is not None and end is not None and end <= start:
+        problems.append(f"row {i}: end ({end}) must be after start ({start})")
+    if all(_blank(row.get(m)) for m in ("video", "audio")) and text is None:
+        problems.append(f"row {i}: no modality given (video, audio and text are all empty)")
+    if len(problems) > before:
+        return None
+    return Sample(sample_id, split, label, media["video"], media["audio"], text, start, end)
+
+
+def _parse_label(value) -> str | float | int | None:
+    if _blank(value):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    text = str(value).strip()
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _parse_time(value, name: str, i: int, problems: list[str]) -> float | None:
+    if _blank(value):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        problems.append(f"row {i}: {name} {value!r} is not a number of seconds")
+        return None
+    if seconds < 0 or math.isnan(seconds):
+        problems.append(f"row {i}: {name} must be >= 0 seconds, got {value!r}")
+        return None
+    return seconds
+
+
+def _resolve(value, column: str, i: int, root: Path, allow_outside: bool, check_files: bool, problems: list[str]) -> Path | None:
+    if _blank(value):
+        return None
+    path = (root / str(value).strip()).resolve()
+    if not allow_outside and not path.is_relative_to(root):
+        problems.append(f"row {i}: {column} path {value!r} escapes the dataset root {root} (pass --allow-outside-root to permit)")
+        return None
+    if check_files and not path.is_file():
+        problems.append(f"row {i}: {column} file {value!r} does not exist")
+        return None
+    return path
+
+
+def write_manifest(samples: list[dict], path: Path) -> Path:
+    """Write rows (dicts with manifest columns) as CSV, JSONL or Parquet by the path's suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["sample_id", "split", "label", "video", "audio", "text", "start", "end"]
+    present = [c for c in columns if any(c in r for r in samples)]
+    table = pa.table({c: [None if r.get(c) is None else str(r[c]) for r in samples] for c in present})
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        pq.write_table(table, path)
+    elif suffix == ".csv":
+        pacsv.write_csv(table, path)
+    elif suffix in (".jsonl", ".ndjson"):
+        with open(path, "w", encoding="utf-8") as f:
+            for row in table.to_pylist():
+                f.write(json.dumps({k: v for k, v in row.items() if v is not None}) + "\n")
+    else:
+        raise ValueError(f"{path}: unknown manifest format {suffix!r}")
+    return path

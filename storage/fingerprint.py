@@ -1,0 +1,78 @@
+"""Content hashes of samples and fingerprints of settings.
+
+A file's sha256 is remembered with its size and mtime, so an unchanged dataset is not re-read on
+every run; when either changes the file is hashed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from storage.shards import sha256_file
+
+
+def json_fingerprint(obj, length: int = 16) -> str:
+    """A short stable hash of JSON-able settings."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+class FileHashCache:
+    """sha256 of files keyed by (path, size, mtime_ns), kept as JSON in the store."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, list] = {}
+        if path.is_file():
+            try:
+                self.entries = json.loads(path.read_text())
+            except (json.JSONDecodeError, OSError):
+                self.entries = {}  # a damaged cache only costs re-hashing
+        self.changed = False
+
+    def sha256(self, file: Path) -> str:
+        stat = file.stat()
+        key = str(file)
+        cached = self.entries.get(key)
+        if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
+            return cached[2]
+        digest = sha256_file(file)
+        self.entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
+        self.changed = True
+        return digest
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(self.entries))
+        os.replace(tmp, self.path)
+        self.changed = False
+
+
+def content_hash(modality: str, sample, files: FileHashCache) -> str:
+    """What this modality of the sample is computed from: its source bytes, the segment, the text.
+
+    Per modality, so that editing a transcript does not re-extract the video.
+    """
+    parts: dict = {"modality": modality}
+    if modality == "text":
+        parts["text"] = sample.text
+    else:
+        source = sample.video if modality == "video" or sample.audio is None else sample.audio
+        parts["source"] = _file_digest(source, files)
+        parts["segment"] = [sample.start, sample.end]
+    return json_fingerprint(parts, length=32)
+
+
+def _file_digest(path: Path | None, files: FileHashCache) -> str:
+    if path is None:
+        return "none"
+    try:
+        return files.sha256(path)
+    except OSError as err:
+        return f"unreadable:{err.__class__.__name__}"  # extraction will fail it with the reason

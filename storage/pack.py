@@ -1,0 +1,158 @@
+"""Pack: gather every chosen modality of each sample into training shards, one tar set per split.
+
+`<store>/packed/<pack-id>/<split>-NNNNNN.tar` with `<id>.<modality>.npy` and `<id>.json`, plus
+`pack.json`. The pack id hashes the chosen samples, their content and the encoder fingerprints: the
+same inputs give the same id, and an existing pack is reused without rewriting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tarfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from storage.catalog import Catalog
+from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
+from storage.shards import TMP_MARK, fsync_dir, json_bytes, write_shard
+
+PACK_VERSION = 1
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class PackResult:
+    path: Path
+    pack_id: str
+    created: bool
+    counts: dict[str, int]
+    dropped: list[str]
+
+
+def pack(store: Path, manifest, selection: dict[str, str], *, task: str | None = None,
+         shard_size: int = 1000, progress: bool = True) -> PackResult:
+    """Pack the manifest's samples with the features named by `selection` ({modality: fingerprint})."""
+    store = Path(store)
+    entries, dropped = _choose(store, manifest, selection)
+    task = task or manifest.task()
+    classes = _classes([e["label"] for e in entries]) if task == "classification" else None
+    pack_id = json_fingerprint({"version": PACK_VERSION, "task": task, "selection": selection, "samples": entries})
+    final = store / "packed" / pack_id
+    counts = {s: sum(e["split"] == s for e in entries) for s in SPLITS}
+    if (final / "pack.json").is_file():
+        return PackResult(final, pack_id, False, counts, dropped)
+    tmp = final.with_name(f"{pack_id}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    try:
+        splits = _write_splits(tmp, store, entries, sorted(selection), classes, shard_size, pack_id, progress)
+        dims = {m: _dim(entries, m) for m in sorted(selection)}
+        meta = {"pack_id": pack_id, "task": task, "classes": classes, "splits": splits,
+                "modalities": {m: {"fingerprint": selection[m], "dim": dims[m]} for m in sorted(selection)}}
+        (tmp / "pack.json").write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PackResult(final, pack_id, True, counts, dropped)
+
+
+def _choose(store: Path, manifest, selection: dict[str, str]) -> tuple[list[dict], list[str]]:
+    """Per sample, the ok catalog rows whose content still matches the manifest's files."""
+    rows = {(r["sample_id"], r["modality"]): r for r in Catalog(store).latest()
+            if r["status"] == "ok" and selection.get(r["modality"]) == r["fingerprint"]}
+    files = FileHashCache(store / "cache" / "file_hashes.json")
+    entries, dropped = [], []
+    for sample in manifest.samples:
+        found = {}
+        for modality in sorted(selection):
+            row = rows.get((sample.sample_id, modality))
+            if row and sample.has(modality) and row["content_hash"] == content_hash(modality, sample, files):
+                found[modality] = {"shard": row["shard"], "content_hash": row["content_hash"], "shape": row["shape"]}
+        if not found:
+            dropped.append(sample.sample_id)  # nothing usable was extracted for it
+            continue
+        entries.append({"sample_id": sample.sample_id, "split": sample.split, "label": sample.label, "features": found})
+    files.save()
+    return entries, dropped
+
+
+def _classes(labels: list) -> list[str]:
+    unique = {str(label) for label in labels}
+    try:
+        return sorted(unique, key=float)
+    except ValueError:
+        return sorted(unique)
+
+
+def _dim(entries: list[dict], modality: str) -> int | None:
+    for entry in entries:
+        if modality in entry["features"]:
+            return int(entry["features"][modality]["shape"][-1])
+    return None
+
+
+def _write_splits(tmp: Path, store: Path, entries, modalities, classes, shard_size, pack_id, progress) -> dict:
+    tmp.mkdir(parents=True)
+    reader = MemberReader(store)
+    splits = {}
+    bar = tqdm(total=len(entries), desc="pack", unit="sample", disable=not progress)
+    for split in SPLITS:
+        chosen = [e for e in entries if e["split"] == split]
+        if split == "train":  # spread classes across shards so a shuffle buffer sees them all
+            random.Random(pack_id).shuffle(chosen)
+        shards = []
+        for n, start in enumerate(range(0, len(chosen), shard_size)):
+            name = f"{split}-{n:06d}.tar"
+            block = chosen[start:start + shard_size]
+            write_shard(tmp / name, (_sample_members(e, modalities, classes, reader) for e in block))
+            shards.append(name)
+            bar.update(len(block))
+        splits[split] = {"shards": shards, "count": len(chosen)}
+    bar.close()
+    reader.close()
+    return splits
+
+
+def _sample_members(entry: dict, modalities, classes, reader: "MemberReader") -> tuple[str, dict[str, bytes]]:
+    sid = entry["sample_id"]
+    members = {f"{m}.npy": reader.read(f["shard"], f"{sid}.npy") for m, f in entry["features"].items()}
+    target = classes.index(str(entry["label"])) if classes is not None else float(entry["label"])
+    meta = {"sample_id": sid, "split": entry["split"], "label": entry["label"], "target": target,
+            "present": {m: m in entry["features"] for m in modalities}}
+    members["json"] = json_bytes(meta)
+    return sid, members
+
+
+class MemberReader:
+    """Random access to members of feature shards by offset, without loading whole shards."""
+
+    def __init__(self, store: Path):
+        self.store = store
+        self.index: dict[str, dict[str, tuple[int, int]]] = {}
+        self.files: dict[str, object] = {}
+
+    max_open = 64  # stay far below the process's file-descriptor limit
+
+    def read(self, shard: str, member: str) -> bytes:
+        if shard not in self.files and len(self.files) >= self.max_open:
+            self.close()
+        if shard not in self.index:
+            with tarfile.open(self.store / shard, mode="r:") as tar:
+                self.index[shard] = {i.name: (i.offset_data, i.size) for i in tar if i.isfile()}
+        if shard not in self.files:
+            self.files[shard] = open(self.store / shard, "rb")
+        offset, size = self.index[shard][member]
+        f = self.files[shard]
+        f.seek(offset)
+        return f.read(size)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        self.files.clear()
