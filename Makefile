@@ -34,3 +34,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Rebuild the bundled AV-digits sample from ../shared/data (about 10 s).
+sample: $(STAMP)
+	$(BIN)/python -c "from pipeline.datasets.avdigits import build_sample; build_sample()"
