@@ -1,0 +1,169 @@
+"""Fusion backbones: one branch per modality -> a [B, hidden] vector each -> concat -> MLP head.
+
+Every backbone exposes the same three pieces so that the model can put calibration before it, a gate
+between the branches and the head, and read unimodal logits off the head, without touching the backbone:
+  encode(features, mask, present) -> {m: [B, hidden]}   (a missing modality gives zeros)
+  head: nn.Module                   [B, M * hidden] -> [B, num_outputs]
+  modality_parameters(m)            the parameters of m's branch (for OGM-GE)
+A step counts only where its mask is True and its modality is present, so padding and missing modalities
+never leak into the result. There is no input normalisation: a LayerNorm on X'_m would undo the
+calibration's instance scale (normalise the features in the data pipeline instead).
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from trainers.calibration import as_sequence, masked_mean
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+
+
+class Backbone(nn.Module):
+    def __init__(self, dims: dict[str, int], num_outputs: int, hidden: int, dropout: float):
+        super().__init__()
+        self.modalities = sorted(dims)
+        self.dims, self.hidden = dict(dims), hidden
+        self.branches = nn.ModuleDict()
+        self.head = mlp(len(dims) * hidden, hidden, num_outputs, dropout)
+
+    def encode_sequences(self, seqs: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+        """{m: (x [B, T, D_m], valid [B, T])} -> {m: [B, hidden]}."""
+        raise NotImplementedError
+
+    def encode(self, features: dict[str, Tensor], mask: dict[str, Tensor] | None,
+               present: Tensor) -> dict[str, Tensor]:
+        seqs = {}
+        for i, m in enumerate(self.modalities):
+            x, valid = as_sequence(features[m], (mask or {}).get(m))
+            seqs[m] = (x, valid & present[:, i, None])
+        vectors = self.encode_sequences(seqs)
+        return {m: vectors[m].masked_fill(~present[:, i, None], 0.0) for i, m in enumerate(self.modalities)}
+
+    def modality_parameters(self, m: str) -> list[nn.Parameter]:
+        return list(self.branches[m].parameters())
+
+
+class LateFusion(Backbone):
+    """Pool each modality over time, then a per-modality MLP."""
+
+    def __init__(self, dims, num_outputs, hidden=64, dropout=0.1):
+        super().__init__(dims, num_outputs, hidden, dropout)
+        for m in self.modalities:
+            self.branches[m] = mlp(dims[m], hidden, hidden, dropout)
+
+    def encode_sequences(self, seqs):
+        return {m: self.branches[m](masked_mean(x, valid)) for m, (x, valid) in seqs.items()}
+
+
+class TemporalConv(nn.Module):
+    """Two same-length 1-D convolutions over time, then a masked mean. Padded steps are zeroed before each
+    convolution, so they look exactly like the convolution's own zero padding: padding changes nothing."""
+
+    def __init__(self, dim: int, hidden: int, kernel: int, dropout: float):
+        super().__init__()
+        self.conv1 = nn.Conv1d(dim, hidden, kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        pad = ~valid.unsqueeze(1)  # [B, 1, T]
+        h = x.transpose(1, 2).masked_fill(pad, 0.0)
+        h = self.dropout(F.gelu(self.conv1(h))).masked_fill(pad, 0.0)
+        h = F.gelu(self.conv2(h))
+        return masked_mean(h.transpose(1, 2), valid)
+
+
+class ConvFusion(Backbone):
+    def __init__(self, dims, num_outputs, hidden=64, dropout=0.1, kernel=3):
+        super().__init__(dims, num_outputs, hidden, dropout)
+        if kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd to keep the sequence length, got {kernel}")
+        for m in self.modalities:
+            self.branches[m] = TemporalConv(dims[m], hidden, kernel, dropout)
+
+    def encode_sequences(self, seqs):
+        return {m: self.branches[m](x, valid) for m, (x, valid) in seqs.items()}
+
+
+class AttentionLayer(nn.Module):
+    """Pre-LN transformer layer: queries x attend to `source` (x itself for self-attention).
+
+    A zero "null" key that is always valid is prepended to the source, so a query with nothing to attend
+    to (no other modality present, or an empty sequence) gets a finite output instead of NaN."""
+
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.norm_query, self.norm_source, self.norm_ff = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.ff = mlp(width, 2 * width, width, dropout)
+
+    def forward(self, x: Tensor, source: Tensor, source_valid: Tensor) -> Tensor:
+        source = self.norm_source(source)
+        source = torch.cat([source.new_zeros(source.shape[0], 1, source.shape[2]), source], 1)
+        valid = torch.cat([source_valid.new_ones(source_valid.shape[0], 1), source_valid], 1)
+        x = x + self.attention(self.norm_query(x), source, source, key_padding_mask=~valid, need_weights=False)[0]
+        return x + self.ff(self.norm_ff(x))
+
+
+def sinusoidal_positions(length: int, width: int, device) -> Tensor:
+    position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+    frequency = torch.exp(torch.arange(0, width, 2, device=device) * (-math.log(10000.0) / width))
+    table = torch.zeros(length, width, device=device)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: width // 2])
+    return table
+
+
+class MulTBranch(nn.Module):
+    def __init__(self, dim: int, width: int, heads: int, layers: int, cross_layers: int, dropout: float):
+        super().__init__()
+        self.project = nn.Conv1d(dim, width, kernel_size=1)
+        self.cross = nn.ModuleList(AttentionLayer(width, heads, dropout) for _ in range(cross_layers))
+        self.self_attention = nn.ModuleList(AttentionLayer(width, heads, dropout) for _ in range(layers))
+
+    def embed(self, x: Tensor) -> Tensor:
+        h = self.project(x.transpose(1, 2)).transpose(1, 2)
+        return h + sinusoidal_positions(h.shape[1], h.shape[2], h.device)
+
+
+class MulTFusion(Backbone):
+    """MulT-style (Tsai et al. 2019), kept small. Each modality's projected sequence attends to the
+    concatenated sequences of all the other modalities (one cross-modal block per target instead of MulT's
+    one per pair, so it works for any M and a missing modality is just masked keys), then to itself;
+    masked mean over time. With a single modality there is nothing to cross-attend to: self-attention only."""
+
+    def __init__(self, dims, num_outputs, hidden=64, dropout=0.1, heads=4, layers=1):
+        super().__init__(dims, num_outputs, hidden, dropout)
+        cross_layers = layers if len(dims) > 1 else 0
+        for m in self.modalities:
+            self.branches[m] = MulTBranch(dims[m], hidden, heads, layers, cross_layers, dropout)
+
+    def encode_sequences(self, seqs):
+        embedded = {m: self.branches[m].embed(x) for m, (x, _) in seqs.items()}
+        vectors = {}
+        for m, (_, valid) in seqs.items():
+            h = embedded[m]
+            others = [n for n in self.modalities if n != m]
+            if others:
+                source = torch.cat([embedded[n] for n in others], 1)
+                source_valid = torch.cat([seqs[n][1] for n in others], 1)
+                for layer in self.branches[m].cross:
+                    h = layer(h, source, source_valid)
+            for layer in self.branches[m].self_attention:
+                h = layer(h, h, valid)
+            vectors[m] = masked_mean(h, valid)
+        return vectors
+
+
+BACKBONES: dict[str, type[Backbone]] = {"late": LateFusion, "conv": ConvFusion, "mult": MulTFusion}
+
+
+def get_backbone(name: str) -> type[Backbone]:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+    return BACKBONES[name]
