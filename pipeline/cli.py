@@ -225,6 +225,73 @@ def pack(
 
 
 @app.command()
+def demo(
+    workdir: Path = typer.Option(Path("precal-demo"), help="Folder for the store, packed shards, runs and metrics.json."),
+):
+    """Run the whole pipeline on the bundled AV-digits sample (offline, a few minutes on CPU).
+
+    Extracts text, audio and video features, packs them, trains a late-fusion model with and without
+    contextual calibration over 3 seeds, and prints test accuracy and macro-F1 (mean +- std).
+    """
+    from flows.demo import demo_flow
+
+    result = _run_guarded(lambda: demo_flow(str(workdir.resolve())))
+    print_variants(result["variants"], title="AV-digits demo: test split (mean +- std over seeds)")
+    console.print(f"metrics: {result['metrics_path']}")
+
+
+def print_variants(variants: dict, title: str) -> None:
+    table = Table(title=title)
+    metrics = sorted({k for v in variants.values() for k in v["test"]})
+    for column in ("variant", "runs", *metrics):
+        table.add_column(column)
+    for name, variant in variants.items():
+        cells = [f"{variant['test'][k]['mean']:.4f} +- {variant['test'][k]['std']:.4f}" for k in metrics]
+        table.add_row(name, str(variant["runs"]), *cells)
+    console.print(table)
+
+
+@app.command()
+def train(config: Path = typer.Argument(..., help="Training config (YAML/JSON): pack, out, backbone, method, ...")):
+    """Train one model on packed shards; select on valid, report test; resumes after a kill."""
+    from trainers.config import ConfigError, load_train_config
+    from trainers.train import train as run_training
+
+    try:
+        metrics = run_training(load_train_config(config))
+    except ConfigError as err:
+        fail(str(err))
+    console.print_json(data={k: metrics[k] for k in ("best_epoch", "valid", "test") if k in metrics})
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `precal train` (best.pt)."),
+    pack_dir: Path = typer.Option(..., "--pack", help="Packed shards folder (STORE/packed/<pack-id>)."),
+    split: str = typer.Option("test", help="train, valid or test."),
+):
+    """Evaluate a trained checkpoint on one split of a pack and print its metrics."""
+    from trainers.train import evaluate as run_evaluation
+
+    if not checkpoint.is_file():
+        fail(f"{checkpoint}: no such checkpoint")
+    console.print_json(data=run_evaluation(checkpoint, pack_dir, split))
+
+
+@app.command()
+def experiment(config: Path = typer.Argument(..., help="Experiment config: pack(s), backbones, methods, seeds, train options.")):
+    """Run a grid (backbones x methods x seeds); write results.json and results.md (mean and std over seeds)."""
+    from trainers.config import ConfigError, load_experiment_config
+    from trainers.experiment import run_experiment, summarize
+
+    try:
+        runs = run_experiment(load_experiment_config(config))
+    except ConfigError as err:
+        fail(str(err))
+    print_variants(summarize(runs), title="test split (mean +- std over seeds)")
+
+
+@app.command()
 def encoders():
     """List the encoders each modality can use (names for --encoder)."""
     from extractors import list_encoders
@@ -251,6 +318,66 @@ def datasets_avdigits(
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     console.print(f"wrote {manifest}")
+
+
+@datasets_app.command("import")
+def datasets_import(
+    name: str = typer.Argument(..., help="cremad, ave, mosi, mosei, kinetics-sounds, ucf101, or mmsa "
+                               "(an MMSA feature .pkl)."),
+    root: Path = typer.Argument(..., help="The data set's folder as downloaded (for mmsa: the .pkl file)."),
+    out: Path = typer.Option(..., help="Manifest to write (.csv, .jsonl or .parquet); inside ROOT keeps media "
+                             "paths inside its folder."),
+    lists: Optional[Path] = typer.Option(None, help="Folder of split lists: CREMA-D train.csv/test.csv (default: a "
+                                         "seeded split); Kinetics-Sounds train.txt/val.txt/test.txt (default ROOT); "
+                                         "UCF101 classInd.txt, train/testlistNN.txt (default ROOT/ucfTrainTestlist)."),
+    split_number: Optional[int] = typer.Option(None, help="UCF101: official split 1, 2 or 3 (default 1)."),
+    speaker_independent: bool = typer.Option(False, "--speaker-independent", help="CREMA-D: draw test and valid by "
+                                             "whole actors, so no voice is in two splits."),
+    valid_share: Optional[float] = typer.Option(None, help="Share of train moved to valid (seeded; default 0.1)."),
+    test_share: Optional[float] = typer.Option(None, help="Share moved to test where no list fixes it (default 0.1)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of every drawn split (default 0)."),
+    no_text: bool = typer.Option(False, "--no-text", help="CREMA-D: leave out the text (each clip's fixed sentence)."),
+    store: Optional[Path] = typer.Option(None, help="mmsa: feature store to import the features into (and pack)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="mmsa: allow unpickling the .pkl. A pickle can "
+                                      "run code: only for files you trust."),
+    report: Optional[Path] = typer.Option(None, help="Also write the full report (every unmapped item) as JSON."),
+):
+    """Map a benchmark's own layout to a manifest, and list what could not be mapped.
+
+    Missing files, unknown labels and bad names are reported (not fatal); the manifest holds every
+    sample that could be mapped. Examples:
+
+      precal datasets import cremad CREMA-D --out CREMA-D/manifest.csv --speaker-independent
+
+      precal datasets import ucf101 UCF-101 --out UCF-101/manifest.csv --lists ucfTrainTestlist --split-number 2
+
+      precal datasets import mmsa MOSI/unaligned_50.pkl --out MOSI/features.csv --store store --allow-pickle
+    """
+    from pipeline.adapters import import_dataset, preset_path, summary_lines
+    from pipeline.adapters.mmsa_features import import_and_pack, pickle_warning
+
+    given = {"lists": lists, "split_number": split_number, "valid_share": valid_share, "test_share": test_share,
+             "seed": seed, "speaker_independent": speaker_independent or None, "text": False if no_text else None}
+    options = {k: v for k, v in given.items() if v is not None}
+    if name == "mmsa" and (options or store is None):
+        fail("mmsa takes --store (the feature store to import into) and --allow-pickle, and no split options")
+    if name == "mmsa" and allow_pickle:
+        console.print(f"[yellow]warning:[/yellow] {pickle_warning(root)}", soft_wrap=True)
+    try:
+        if name == "mmsa":
+            result = _run_guarded(lambda: import_and_pack(root, out, store, allow_pickle=allow_pickle))
+        else:
+            result = import_dataset(name, root, out, **options)
+    except (ValueError, PermissionError) as err:  # a layout that is not the data set's, bad options, pickle refused
+        fail(str(err))
+    for line in summary_lines(result):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    if report is not None:
+        report.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    if result.manifest is None:
+        raise typer.Exit(1)
+    if preset_path(name).is_file():
+        console.print(f"preset config: {preset_path(name)}", soft_wrap=True, highlight=False)
 
 
 def main() -> None:
