@@ -1,0 +1,92 @@
+"""SIGKILL an extraction at random moments, re-run, and check the store is whole and honest."""
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from storage.catalog import Catalog
+from storage.maintenance import gc, verify
+from storage.shards import load_npy, read_shard
+from tests.helpers import bundled_subset
+
+pytestmark = pytest.mark.slow
+
+RUN = """
+import sys
+from pathlib import Path
+from pipeline.config import ExtractConfig
+from pipeline.extract import run_extraction
+from pipeline.manifest import read_manifest
+config = ExtractConfig(shard_size=3, batch_size=4, num_workers=1)
+run_extraction(read_manifest(sys.argv[1]), Path(sys.argv[2]), config, progress=False, wait=60)
+print("finished", flush=True)
+"""
+
+
+def start(manifest, store):
+    # A new session, so the kill takes the decoding workers too, as a crash of the machine would.
+    return subprocess.Popen([sys.executable, "-c", RUN, str(manifest), str(store)], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(manifest, store):
+    proc = start(manifest, store)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and "finished" in out, err
+
+
+def assert_honest(store):
+    """Everything the catalog calls ok is in an intact shard with the recorded shape."""
+    assert verify(store).bad == {}
+    for row in Catalog(store).latest():
+        if row["status"] == "ok":
+            arrays = {k: m for k, m in read_shard(store / row["shard"])}
+            assert list(load_npy(arrays[row["sample_id"]]["npy"]).shape) == row["shape"]
+
+
+def assert_complete(store, ids):
+    latest = Catalog(store).latest()
+    assert Counter((r["modality"], r["status"]) for r in latest) == {(m, "ok"): len(ids) for m in ("text", "audio", "video")}
+    gc(store)  # drop orphans a crash left between shard rename and catalog commit
+    on_disk = Counter()
+    for shard in (store / "features").rglob("*.tar"):
+        for key, members in read_shard(shard):
+            load_npy(members["npy"])  # reads back whole
+            on_disk[(shard.parts[-3], key)] += 1
+    assert set(on_disk.values()) == {1} and len(on_disk) == 3 * len(ids)  # each sample exactly once
+
+
+def test_sigkill_at_random_moments_then_rerun(tmp_path):
+    manifest = bundled_subset(tmp_path / "data", 24)
+    ids = [row["sample_id"] for row in csv.DictReader(open(manifest))]
+    started = time.monotonic()
+    finish(manifest, tmp_path / "reference")
+    full = time.monotonic() - started
+    rng = random.Random(1234)
+    kills, stores = 0, 0
+    store = tmp_path / "store-0"
+    while kills < 10:
+        proc = start(manifest, store)
+        try:
+            proc.wait(timeout=rng.uniform(0.2, full))
+            assert proc.returncode == 0, proc.stderr.read()
+            assert_honest(store)
+            stores += 1  # it finished before the kill: carry on crashing a fresh store
+            store = tmp_path / f"store-{stores}"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            assert_honest(store)
+    finish(manifest, store)
+    assert_honest(store)
+    assert_complete(store, ids)
+    reference = {(r["sample_id"], r["modality"]): r["shape"] for r in Catalog(tmp_path / "reference").latest()}
+    assert {(r["sample_id"], r["modality"]): r["shape"] for r in Catalog(store).latest()} == reference
