@@ -1,0 +1,130 @@
+"""Streaming packed shards: batch format, padding and masks, no pickle, equal per-rank epochs, resumable order."""
+import io
+import json
+import tarfile
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from tests.pack_helpers import DIMS, write_pack
+from trainers.data import (BatchSpec, InMemorySplit, TrainStream, batches_per_epoch, choose_modalities, eval_loader,
+                           read_pack, to_device, train_loader)
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    return read_pack(write_pack(tmp_path_factory.mktemp("data") / "pack"))
+
+
+def spec_for(info, modalities=None, max_len=None):
+    return BatchSpec.for_pack(info, choose_modalities(info, modalities), max_len)
+
+
+def ids(batches) -> list[str]:
+    return [sid for batch in batches for sid in batch["sample_id"]]
+
+
+def test_read_pack_and_modalities(pack, tmp_path):
+    assert pack.task == "classification" and pack.num_outputs == 3 and pack.dims == DIMS
+    assert pack.count("train") == 40 and len(pack.urls("train")) == 3
+    assert choose_modalities(pack, ["video", "audio"]) == ["audio", "video"]
+    with pytest.raises(ValueError, match="no features for"):
+        choose_modalities(read_pack(write_pack(tmp_path / "p", dims={"text": 4})), ["audio"])
+    with pytest.raises(FileNotFoundError, match="pack.json"):
+        read_pack(tmp_path)
+
+
+def test_batch_format_padding_and_missing(pack):
+    spec = spec_for(pack)
+    batch = next(iter(eval_loader(pack, spec, "valid", batch_size=6)))
+    assert sorted(batch["features"]) == ["audio", "text", "video"]
+    assert batch["present"].shape == (6, 3) and batch["present"].dtype == torch.bool
+    assert batch["target"].dtype == torch.long and len(batch["sample_id"]) == 6
+    for i, m in enumerate(spec.modalities):
+        x, valid = batch["features"][m], batch["mask"][m]
+        assert x.dtype == torch.float16 and x.shape[:2] == valid.shape and x.shape[2] == DIMS[m]  # as stored
+        assert (x[~valid] == 0).all()                                   # padding is zeros
+        assert torch.equal(valid.any(1), batch["present"][:, i])        # missing: no real step
+        assert valid.sum(1).max() == x.shape[1]                         # padded to the batch's longest
+    on_device = to_device(batch, torch.device("cpu"))
+    assert all(x.dtype == torch.float32 for x in on_device["features"].values())
+
+
+def test_max_len_and_modality_subset(pack):
+    batch = next(iter(eval_loader(pack, spec_for(pack, ["audio", "text"], {"audio": 2}), "train", batch_size=8)))
+    assert sorted(batch["features"]) == ["audio", "text"] and batch["present"].shape == (8, 2)
+    assert batch["features"]["audio"].shape[1] <= 2
+
+
+def test_regression_targets_are_float(tmp_path):
+    info = read_pack(write_pack(tmp_path / "reg", task="regression"))
+    batch = next(iter(eval_loader(info, spec_for(info), "test", batch_size=4)))
+    assert batch["target"].dtype == torch.float32 and info.num_outputs == 1
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    root = write_pack(tmp_path / "p", counts={"train": 2, "valid": 2, "test": 2})
+    shard = root / "valid-000000.tar"
+    evil = io.BytesIO()
+    np.save(evil, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with tarfile.open(shard, "w") as tar:
+        for name, data in [("s1.audio.npy", evil.getvalue()), ("s1.json", json.dumps(
+                {"sample_id": "s1", "split": "valid", "label": "c0", "target": 0, "present": {"audio": True}}).encode())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    info = read_pack(root)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        list(eval_loader(info, spec_for(info), "valid", batch_size=2))
+
+
+def test_eval_order_is_complete_and_deterministic(pack):
+    spec = spec_for(pack)
+    first = ids(eval_loader(pack, spec, "train", batch_size=7, num_workers=2))
+    assert sorted(first) == [f"train_{i:05d}" for i in range(40)]
+    assert ids(eval_loader(pack, spec, "train", batch_size=7, num_workers=2)) == first
+
+
+def test_train_epoch_sees_every_sample_once_and_depends_on_seed_and_epoch(pack):
+    def epoch(seed, n):
+        return train_loader(pack, spec_for(pack), batch_size=8, shuffle_buffer=16, seed=seed, epoch=n, num_workers=2)
+    loader = epoch(0, 1)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 5 and all(len(b["sample_id"]) == 8 for b in batches)
+    assert sorted(ids(batches)) == [f"train_{i:05d}" for i in range(40)]
+    assert ids(epoch(0, 1)) == ids(batches)            # a resumed epoch reads the same stream
+    assert ids(epoch(0, 2)) != ids(batches) and ids(epoch(1, 1)) != ids(batches)
+
+
+@pytest.mark.parametrize("shard_size", [40, 8])  # one shard for all streams / enough shards to deal out
+def test_ranks_get_equal_batches_and_share_the_data(tmp_path, shard_size):
+    info = read_pack(write_pack(tmp_path / "p", counts={"train": 40, "valid": 4, "test": 4}, shard_size=shard_size))
+    world, batch_size = 2, 4
+    n = batches_per_epoch(40, world, batch_size)
+    seen = []
+    for rank in range(world):
+        stream = TrainStream(info.urls("train"), spec_for(info), batches=n, batch_size=batch_size,
+                             shuffle_buffer=8, seed=3, epoch=1, rank=rank)
+        batches = list(stream)
+        assert len(batches) == n == 5
+        seen += ids(batches)
+    assert Counter(seen) == Counter(f"train_{i:05d}" for i in range(40))
+
+
+def test_in_memory_split_matches_stream(pack):
+    spec = spec_for(pack)
+    memory = InMemorySplit(pack, spec, "valid")
+    assert len(memory) == 12
+    streamed = next(iter(eval_loader(pack, spec, "valid", batch_size=12)))
+    batch = next(memory.batches(12))
+    assert batch["sample_id"] == streamed["sample_id"]
+    for m in spec.modalities:
+        assert torch.equal(batch["features"][m], streamed["features"][m])
+        assert torch.equal(batch["mask"][m], streamed["mask"][m])
+    shuffled = list(memory.batches(5, shuffle=True, seed=1, drop_last=True))
+    assert [len(b["sample_id"]) for b in shuffled] == [5, 5]
+    for b in shuffled:  # each batch trimmed to its own longest sample
+        assert all(b["mask"][m].sum(1).max() == b["mask"][m].shape[1] or not b["mask"][m].any()
+                   for m in spec.modalities)

@@ -1,0 +1,313 @@
+"""Batches from a pack's WebDataset shards (streamed through DataLoader workers) or from memory.
+
+A batch is {"features": {m: [B, T_m, D_m]}, "mask": {m: [B, T_m] bool, True = real step},
+"present": [B, M] bool (sorted modalities), "target": [B] long or float32, "sample_id": [str]}.
+Features stay in the pack's dtype (float16 usually) until `to_device` widens them to float32 on the
+device: half the bytes through worker IPC, pinned memory and host-to-device copies.
+Only `.npy` (no object arrays: nothing pickled) and `.json` members are decoded: nothing in a shard
+can run code.
+
+Training epochs: every rank takes exactly ceil(count / (world * batch)) full batches, so all ranks do
+the same number of steps (DDP needs that). Epoch e reads an endless sequence of passes over the train
+shards, each pass in a shard order drawn from (seed, e); the streams (one per rank and DataLoader worker)
+take consecutive ranges of that sequence, each just as many samples as its batches need, and shuffle
+them through a buffer. So an epoch sees every sample once (plus < world * batch repeats from the next
+pass to fill the last batches), a stream opens only the shards its range touches, the buffer drains
+instead of dropping decoded samples, and the epoch depends on (seed, epoch) alone: a killed run resumes
+exactly. It is webdataset's `resampled=True` + `with_epoch(n)` recipe with passes in place of draws with
+replacement, which would leave a pack of few shards partly unseen each epoch.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import itertools
+import json
+import math
+import random
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+
+@dataclass(frozen=True)
+class PackInfo:
+    path: Path
+    pack_id: str
+    task: str                       # "classification" | "regression"
+    classes: list[str] | None
+    dims: dict[str, int]            # modality -> feature width, for the modalities the pack holds
+    splits: dict[str, dict]         # split -> {"shards": [...], "count": N}
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.classes) if self.task == "classification" else 1
+
+    def count(self, split: str) -> int:
+        return int(self.splits.get(split, {}).get("count", 0))
+
+    def urls(self, split: str) -> list[str]:
+        return [str(self.path / name) for name in self.splits.get(split, {}).get("shards", [])]
+
+
+def read_pack(path: Path | str) -> PackInfo:
+    path = Path(path)
+    meta_path = path / "pack.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{path} is not a pack: {meta_path.name} is missing (run `precal pack` first)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta["task"] not in ("classification", "regression"):
+        raise ValueError(f"{meta_path}: unknown task {meta['task']!r}")
+    dims = {m: int(v["dim"]) for m, v in meta["modalities"].items() if v.get("dim")}
+    return PackInfo(path, meta["pack_id"], meta["task"], meta.get("classes"), dims, meta["splits"])
+
+
+def choose_modalities(info: PackInfo, wanted: list[str] | None) -> list[str]:
+    """The sorted modalities to train on: `wanted`, or every modality the pack has features for."""
+    chosen = sorted(wanted) if wanted else sorted(info.dims)
+    missing = [m for m in chosen if m not in info.dims]
+    if missing:
+        raise ValueError(f"pack {info.path} has no features for {missing}; it has {sorted(info.dims)}")
+    if not chosen:
+        raise ValueError(f"pack {info.path} has no modality with features")
+    return chosen
+
+
+NPY_MAGIC = b"\x93NUMPY"
+SHUFFLE_START = 100  # webdataset's default
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    """np.load(allow_pickle=False) of a .npy member, read-only. np.load spends most of its time
+    parsing the header text, which repeats across samples of the same shape, so that parse is cached."""
+    if data[:6] != NPY_MAGIC:
+        raise ValueError("not a .npy array")
+    width = 2 if data[6] == 1 else 4  # format 1.0 has a 2-byte header length, 2.0 and 3.0 a 4-byte one
+    start = 8 + width + int.from_bytes(data[8:8 + width], "little")
+    dtype, shape, fortran = _npy_header(data[8 + width:start])
+    array = np.frombuffer(data, dtype, count=math.prod(shape), offset=start)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+@functools.lru_cache(maxsize=4096)
+def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
+    fields = ast.literal_eval(header.decode("latin1"))  # a dict literal, as np.load reads it
+    dtype = np.lib.format.descr_to_dtype(fields["descr"])
+    if dtype.hasobject:
+        raise ValueError("object arrays need pickle, which is refused (allow_pickle=False)")
+    return dtype, tuple(fields["shape"]), bool(fields["fortran_order"])
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """How raw shard samples become batches; plain data so DataLoader workers can receive it."""
+
+    modalities: list[str]
+    dims: dict[str, int]
+    task: str
+    max_len: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def for_pack(cls, info: PackInfo, modalities: list[str], max_len: dict[str, int] | None = None) -> BatchSpec:
+        return cls(modalities, {m: info.dims[m] for m in modalities}, info.task, dict(max_len or {}))
+
+    def decode(self, raw: dict) -> dict:
+        meta = json.loads(raw["json"])
+        features = {}
+        for m in self.modalities:
+            data = raw.get(f"{m}.npy")
+            if data is None:
+                continue
+            array = load_npy(data)
+            if array.ndim == 1:  # pooled [D]: one step
+                array = array[None]
+            if array.ndim != 2 or array.shape[1] != self.dims[m]:
+                raise ValueError(f"sample {meta['sample_id']}: {m} has shape {array.shape}, "
+                                 f"the pack says [T, {self.dims[m]}]")
+            array = array[: self.max_len.get(m)]
+            if len(array):
+                features[m] = array
+        return {"sample_id": meta["sample_id"], "target": meta["target"], "features": features}
+
+    def collate(self, samples: list[dict]) -> dict:
+        """Pad each modality to the batch's longest; a missing modality is zeros with present False."""
+        batch_size = len(samples)
+        features, mask = {}, {}
+        for m in self.modalities:
+            arrays = [s["features"].get(m) for s in samples]
+            steps = max((len(a) for a in arrays if a is not None), default=1)
+            stored = np.result_type(*[a.dtype for a in arrays if a is not None], np.float16)
+            x = np.zeros((batch_size, steps, self.dims[m]), stored)
+            valid = np.zeros((batch_size, steps), bool)
+            for i, array in enumerate(arrays):
+                if array is not None:
+                    x[i, : len(array)] = array
+                    valid[i, : len(array)] = True
+            features[m], mask[m] = torch.from_numpy(x), torch.from_numpy(valid)
+        present = torch.tensor([[m in s["features"] for m in self.modalities] for s in samples], dtype=torch.bool)
+        dtype = torch.long if self.task == "classification" else torch.float32
+        target = torch.tensor([s["target"] for s in samples], dtype=dtype)
+        return {"features": features, "mask": mask, "present": present, "target": target,
+                "sample_id": [s["sample_id"] for s in samples]}
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """The batch on `device`, features as float32 (the model's dtype)."""
+    def move(t):
+        return t.to(device, non_blocking=True)
+    return {"features": {m: move(x).float() for m, x in batch["features"].items()},
+            "mask": {m: move(x) for m, x in batch["mask"].items()},
+            "present": move(batch["present"]), "target": move(batch["target"]), "sample_id": batch["sample_id"]}
+
+
+def _tar_samples(urls: list[str]) -> Iterator[dict]:
+    return wds.tarfile_to_samples()(iter([{"url": u} for u in urls]))
+
+
+@functools.lru_cache(maxsize=16)
+def shard_sizes(urls: tuple[str, ...]) -> tuple[int, ...]:
+    """Samples per shard, counted from the tar headers alone (a seekable file skips the data)."""
+    sizes = []
+    for url in urls:
+        with tarfile.open(url, "r:") as tar:
+            sizes.append(len({info.name.rsplit("/", 1)[-1].split(".", 1)[0] for info in tar if info.isfile()}))
+    return tuple(sizes)
+
+
+class TrainStream(IterableDataset):
+    """One rank's `batches` full shuffled batches for one epoch (see the module docstring)."""
+
+    def __init__(self, urls: list[str], spec: BatchSpec, *, batches: int, batch_size: int, shuffle_buffer: int,
+                 seed: int, epoch: int, rank: int = 0):
+        super().__init__()
+        self.urls, self.sizes = list(urls), shard_sizes(tuple(urls))
+        self.spec, self.batches, self.batch_size, self.shuffle_buffer = spec, batches, batch_size, shuffle_buffer
+        self.seed, self.epoch, self.rank = seed, epoch, rank
+
+    def shards(self) -> Iterator[tuple[str, int, int]]:
+        """(url, index of its first sample, size) along this epoch's endless sequence of passes."""
+        start = 0
+        for n in itertools.count():
+            order = list(range(len(self.urls)))
+            random.Random(f"{self.seed}/{self.epoch}/{n}").shuffle(order)
+            for i in order:
+                yield self.urls[i], start, self.sizes[i]
+                start += self.sizes[i]
+
+    def read_range(self, lo: int, hi: int) -> Iterator[dict]:
+        """Raw samples lo..hi-1 of the sequence; only the shards that overlap the range are opened."""
+        for url, start, size in self.shards():
+            if start >= hi:
+                return
+            if start + size > lo:
+                yield from itertools.islice(_tar_samples([url]), max(lo - start, 0), min(hi - start, size))
+
+    def needed(self, worker: int, workers: int) -> int:
+        """DataLoader takes batches from its workers in turn: worker w owes batches w, w + workers, ..."""
+        return len(range(worker, self.batches, workers)) * self.batch_size
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        # Streams (rank-major, then worker) take consecutive ranges: one epoch is one exact partition.
+        lo = self.rank * self.batches * self.batch_size + sum(self.needed(w, workers) for w in range(worker))
+        needed = self.needed(worker, workers)
+        rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{worker}")
+        buffer = max(1, min(self.shuffle_buffer, needed))  # it drains at the end: no decoded sample is dropped
+        samples = map(self.spec.decode, self.read_range(lo, lo + needed))
+        # Start yielding once SHUFFLE_START samples are in (the buffer keeps growing to its size): waiting
+        # for a full buffer would idle the training loop at the start of every epoch.
+        samples = wds.shuffle(buffer, initial=min(buffer, SHUFFLE_START), rng=rng)(samples)
+        return wds.batched(self.batch_size, collation_fn=self.spec.collate, partial=False)(samples)
+
+
+class EvalStream(IterableDataset):
+    """Every sample of a split once, in shard order (shards dealt to workers in turn)."""
+
+    def __init__(self, urls: list[str], spec: BatchSpec, *, batch_size: int):
+        super().__init__()
+        self.urls, self.spec, self.batch_size = urls, spec, batch_size
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        index, count = (info.id, info.num_workers) if info else (0, 1)
+        samples = map(self.spec.decode, _tar_samples(self.urls[index::count]))
+        return wds.batched(self.batch_size, collation_fn=self.spec.collate, partial=True)(samples)
+
+
+def batches_per_epoch(count: int, world_size: int, batch_size: int) -> int:
+    return max(1, math.ceil(count / (world_size * batch_size)))
+
+
+class EpochLoader:
+    """A DataLoader over a TrainStream, with its known length (for progress bars)."""
+
+    def __init__(self, loader: DataLoader, length: int):
+        self.loader, self.length = loader, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.loader)
+
+
+def _loader(dataset: IterableDataset, num_workers: int, pin_memory: bool) -> DataLoader:
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                      prefetch_factor=4 if num_workers else None)
+
+
+def train_loader(info: PackInfo, spec: BatchSpec, *, batch_size: int, shuffle_buffer: int, seed: int,
+                 epoch: int, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                 pin_memory: bool = False) -> EpochLoader:
+    count = info.count("train")
+    if not count:
+        raise ValueError(f"pack {info.path} has no training samples")
+    held = sum(shard_sizes(tuple(info.urls("train"))))
+    if held != count:
+        raise ValueError(f"pack {info.path}: pack.json counts {count} training samples, its shards hold {held}")
+    batches = batches_per_epoch(count, world_size, batch_size)
+    stream = TrainStream(info.urls("train"), spec, batches=batches, batch_size=batch_size,
+                         shuffle_buffer=shuffle_buffer, seed=seed, epoch=epoch, rank=rank)
+    return EpochLoader(_loader(stream, num_workers, pin_memory), batches)
+
+
+def eval_loader(info: PackInfo, spec: BatchSpec, split: str, *, batch_size: int, num_workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    if not info.count(split):
+        raise ValueError(f"pack {info.path} has no {split!r} samples")
+    return _loader(EvalStream(info.urls(split), spec, batch_size=batch_size), num_workers, pin_memory)
+
+
+class InMemorySplit:
+    """A whole split decoded once into padded tensors; batches are index slices trimmed to their longest
+    sample, so a model sees the same shapes as from the stream. The benchmark's no-I/O baseline."""
+
+    def __init__(self, info: PackInfo, spec: BatchSpec, split: str):
+        self.data = spec.collate([spec.decode(raw) for raw in _tar_samples(info.urls(split))])
+        self.lengths = {m: valid.sum(1) for m, valid in self.data["mask"].items()}
+
+    def __len__(self) -> int:
+        return len(self.data["sample_id"])
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                drop_last: bool = False) -> Iterator[dict]:
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)) if shuffle \
+            else torch.arange(len(self))
+        stop = len(self) - len(self) % batch_size if drop_last else len(self)
+        for start in range(0, stop, batch_size):
+            yield self.take(order[start:start + batch_size])
+
+    def take(self, index: torch.Tensor) -> dict:
+        data, features, mask = self.data, {}, {}
+        for m, x in data["features"].items():
+            steps = max(int(self.lengths[m][index].max()), 1)
+            features[m], mask[m] = x[index, :steps], data["mask"][m][index, :steps]
+        return {"features": features, "mask": mask, "present": data["present"][index],
+                "target": data["target"][index], "sample_id": [data["sample_id"][i] for i in index.tolist()]}
