@@ -1,0 +1,152 @@
+"""The Encoder interface, its Features output, fingerprints and the registry of named builders."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from pipeline.manifest import Sample
+
+# Bump when a change in this package changes the features any encoder produces: the fingerprint
+# covers it, so cached features from older code are not mistaken for current ones.
+EXTRACTOR_VERSION = "1"
+
+MODALITIES = ("text", "audio", "video")
+DEFAULTS = {"text": "minilm", "audio": "logmel", "video": "grey"}
+
+
+@dataclass
+class Features:
+    array: np.ndarray  # [T, D] float32, or [D] when the encoder is pooled
+    timestamps: np.ndarray | None  # [T] seconds from the segment start; None for pooled or text tokens
+
+
+class Encoder:
+    """One encoder choice for one modality.
+
+    `loader` (decode + light preprocessing of one Sample) holds no model and pickles, so DataLoader
+    workers can run it; `encode` runs the model on a batch of loaded items on `self.device`.
+    Subclasses set modality, name and loader, and implement settings(), weights() and _encode().
+    """
+
+    modality: str
+    name: str
+    loader: Callable[[Sample], Any]
+
+    def __init__(self, *, pooled: bool = False):
+        self.pooled = pooled
+        self.device = torch.device("cpu")
+        self.amp = False
+        self._description: dict | None = None
+
+    def settings(self) -> dict:
+        """Preprocessing and model options that change the features (JSON-able)."""
+        raise NotImplementedError
+
+    def weights(self) -> str | None:
+        """Identity of the weights (content hash or hub commit); None for weight-free encoders."""
+        raise NotImplementedError
+
+    def _encode(self, batch: list[Any]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(sequence [T, D] float32, timestamps [T] or None) for each loaded item."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        if self._description is None:
+            self._description = {
+                "modality": self.modality,
+                "name": self.name,
+                "weights": self.weights(),
+                "pooled": self.pooled,
+                "extractor_version": EXTRACTOR_VERSION,
+                **self.settings(),
+            }
+        return self._description
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(self.describe(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def load(self, sample: Sample) -> Any:
+        return self.loader(sample)
+
+    def modules(self) -> list[torch.nn.Module]:
+        """The torch modules to move to the device (none for weight-free encoders)."""
+        return []
+
+    def to(self, device: str | torch.device, *, amp: bool = True) -> Encoder:
+        """Move to `device`; `amp` enables bf16/fp16 autocast around model forwards on CUDA only."""
+        self.device = torch.device(device)
+        self.amp = amp and self.device.type == "cuda"
+        for module in self.modules():
+            module.to(self.device)
+        return self
+
+    def encode(self, batch: list[Any]) -> list[Features]:
+        with torch.inference_mode():
+            outputs = self._encode(batch)
+        return [self._features(seq, times) for seq, times in outputs]
+
+    def _features(self, seq: np.ndarray, times: np.ndarray | None) -> Features:
+        seq = np.ascontiguousarray(seq, dtype=np.float32)
+        if self.pooled:  # mean over the real steps only: padding never reaches this point
+            return Features(seq.mean(0), None)
+        return Features(seq, None if times is None else np.asarray(times, dtype=np.float32))
+
+    def autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        """Host array to the device; through pinned memory on CUDA so the copy is asynchronous."""
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type == "cuda":
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.modality}/{self.name}, pooled={self.pooled})"
+
+
+_BUILDERS: dict[str, dict[str, Callable[..., Encoder]]] = {m: {} for m in MODALITIES}
+
+
+def register(modality: str, name: str):
+    """Decorator: make `builder(**options) -> Encoder` available as get_encoder(modality, name)."""
+
+    def add(builder: Callable[..., Encoder]) -> Callable[..., Encoder]:
+        _BUILDERS[modality][name] = builder
+        return builder
+
+    return add
+
+
+def get_encoder(modality: str, name: str | None = None, **options) -> Encoder:
+    """Build a registered encoder; name None is the modality's offline default."""
+    if modality not in _BUILDERS:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    name = name or DEFAULTS[modality]
+    if name not in _BUILDERS[modality]:
+        known = ", ".join(sorted(_BUILDERS[modality]))
+        raise ValueError(f"unknown {modality} encoder {name!r}; registered: {known}")
+    return _BUILDERS[modality][name](**options)
+
+
+def list_encoders() -> dict[str, list[str]]:
+    return {m: sorted(builders) for m, builders in _BUILDERS.items()}
+
+
+def unpad(padded: torch.Tensor, lengths: list[int]) -> list[np.ndarray]:
+    """[B, T, D] device tensor -> per-item float32 numpy [length_i, D], one device-to-host copy."""
+    host = padded.float().cpu().numpy()
+    return [host[i, :n] for i, n in enumerate(lengths)]
