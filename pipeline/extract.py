@@ -167,18 +167,22 @@ def record_encoder(store: Path, encoder: Encoder, fingerprint: str, name: str | 
 @dataclass
 class ExtractionReport:
     modalities: list[ModalitySummary]
+    rejected: list[str] = field(default_factory=list)  # manifest rows left out, with their reasons
 
     def totals(self) -> dict[str, int]:
-        return {k: sum(getattr(s, k) for s in self.modalities) for k in ("ok", "failed", "skipped")}
+        totals = {k: sum(getattr(s, k) for s in self.modalities) for k in ("ok", "failed", "skipped")}
+        return {**totals, "rejected_rows": len(self.rejected)}
 
     def failed_share(self) -> float:
+        """Failed extractions plus rejected manifest rows, over everything attempted."""
         t = self.totals()
-        attempted = t["ok"] + t["failed"]
-        return t["failed"] / attempted if attempted else 0.0
+        bad = t["failed"] + t["rejected_rows"]
+        attempted = t["ok"] + bad
+        return bad / attempted if attempted else 0.0
 
     def to_dict(self) -> dict:
         return {"modalities": [summary_dict(s) for s in self.modalities], "totals": self.totals(),
-                "failed_share": self.failed_share()}
+                "rejected": self.rejected, "failed_share": self.failed_share()}
 
 
 def extract_one_modality(manifest: Manifest, store: Path, modality: str, config: ExtractConfig,
@@ -200,7 +204,7 @@ def run_extraction(manifest: Manifest, store: Path, config: ExtractConfig, *, wa
     """Extract every configured modality of the manifest into the store, holding the store's lock."""
     with store_lock(store, wait=wait):
         summaries = [extract_one_modality(manifest, store, m, config, progress) for m in config.modalities]
-    return ExtractionReport(summaries)
+    return ExtractionReport(summaries, manifest.rejected)
 
 
 def selection_for(store: Path, config: ExtractConfig) -> dict[str, str]:

@@ -58,6 +58,7 @@ class Manifest:
     path: Path
     root: Path
     samples: list[Sample] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # rows left out when read with strict=False
 
     def by_id(self) -> dict[str, Sample]:
         return {s.sample_id: s for s in self.samples}
@@ -74,11 +75,14 @@ class Manifest:
 def read_table(path: Path) -> pa.Table:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        # Everything as text: ids like "007" must not change type by accident. An unquoted empty
+        # Everything as bytes, decoded per value: ids like "007" must not change type, and one row
+        # with invalid UTF-8 must be reported as that row, not fail the file. An unquoted empty
         # field means "no value"; a quoted "" is an explicit (empty) transcript.
-        opts = pacsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False)
-        table = pacsv.read_csv(path, convert_options=opts)
-        return table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
+        with pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(check_utf8=False)) as reader:
+            names = reader.schema.names
+        opts = pacsv.ConvertOptions(column_types={n: pa.binary() for n in names}, strings_can_be_null=True,
+                                    quoted_strings_can_be_null=False, check_utf8=False)
+        return pacsv.read_csv(path, convert_options=opts)
     if suffix in (".jsonl", ".json", ".ndjson"):
         return pajson.read_json(path)
     if suffix == ".parquet":
@@ -86,8 +90,13 @@ def read_table(path: Path) -> pa.Table:
     raise ManifestError(path, [f"unknown manifest format {suffix!r}: use .csv, .jsonl or .parquet"])
 
 
-def read_manifest(path: str | Path, *, allow_outside_root: bool = False, check_files: bool = True) -> Manifest:
-    """Read and validate a manifest; raise ManifestError listing every problem."""
+def read_manifest(path: str | Path, *, allow_outside_root: bool = False, check_files: bool = True,
+                  strict: bool = True) -> Manifest:
+    """Read and validate a manifest; raise ManifestError listing every problem.
+
+    With strict=False, rows with problems are left out and listed in `Manifest.rejected` instead, so
+    that extraction goes on with every good sample; the error is raised only if no row is usable.
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(path, ["the manifest file does not exist"])
@@ -112,17 +121,32 @@ def read_manifest(path: str | Path, *, allow_outside_root: bool = False, check_f
         samples.append(sample)
     if not table.num_rows:
         problems.append("the manifest has no rows")
-    if problems:
+    if problems and (strict or not samples):
         raise ManifestError(path, problems)
-    return Manifest(path=path, root=root, samples=samples)
+    return Manifest(path=path, root=root, samples=samples, rejected=problems)
 
 
 def _blank(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and math.isnan(value))
 
 
+def _decode(row: dict, i: int, problems: list[str]) -> dict:
+    """CSV values arrive as bytes: decode them, naming the row and column of invalid UTF-8."""
+    decoded = {}
+    for column, value in row.items():
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as err:
+                problems.append(f"row {i}: {column} is not valid UTF-8 (byte {err.start})")
+                value = None
+        decoded[column] = value
+    return decoded
+
+
 def _parse_row(row: dict, i: int, root: Path, allow_outside: bool, check_files: bool, problems: list[str]) -> Sample | None:
     before = len(problems)
+    row = _decode(row, i, problems)
     sample_id = "" if _blank(row.get("sample_id")) else str(row["sample_id"]).strip()
     if not SAFE_ID.match(sample_id):
         problems.append(f"row {i}: sample_id {sample_id!r} must be non-empty and use only letters, digits, '-' and '_'")
@@ -137,7 +161,7 @@ def _parse_row(row: dict, i: int, root: Path, allow_outside: bool, check_files: 
     start, end = (_parse_time(row.get(k), k, i, problems) for k in ("start", "end"))
     if start is not None and end is not None and end <= start:
         problems.append(f"row {i}: end ({end}) must be after start ({start})")
-    if all(_blank(row.get(m)) for m in ("video", "audio")) and text is None:
+    if len(problems) == before and all(_blank(row.get(m)) for m in ("video", "audio")) and text is None:
         problems.append(f"row {i}: no modality given (video, audio and text are all empty)")
     if len(problems) > before:
         return None

@@ -100,3 +100,23 @@ def test_task_inferred_from_labels(media):
     assert read_manifest(write_manifest(rows, media / "r.csv")).task() == "regression"
     rows = [{"sample_id": f"s{i}", "split": "train", "label": v, "text": "t"} for i, v in enumerate(["1", "2"])]
     assert read_manifest(write_manifest(rows, media / "c.csv")).task() == "classification"
+
+
+def test_leading_zeros_and_invalid_utf8_rows(media):
+    path = media / "m.csv"
+    path.write_bytes(b"sample_id,split,label,text\n007,train,01,fine\nx2,train,1,caf\xe9 au lait\n")
+    with pytest.raises(ManifestError, match=r"row 2: text is not valid UTF-8"):
+        read_manifest(path)
+    lenient = read_manifest(path, strict=False)
+    assert [s.sample_id for s in lenient.samples] == ["007"] and lenient.samples[0].label == 1
+    assert lenient.rejected == ["row 2: text is not valid UTF-8 (byte 3)"]
+
+
+def test_lenient_reading_keeps_good_rows_but_fails_when_none_is_usable(media):
+    path = write_csv(media / "m.csv", "sample_id,split,label,video\na,train,1,clips/a.mp4\na,train,1,clips/a.mp4\n"
+                     "b,train,1,../../etc/passwd\nc,train,1,clips/gone.mp4\n")
+    manifest = read_manifest(path, strict=False, check_files=False)
+    assert [s.sample_id for s in manifest.samples] == ["a", "c"]  # a missing file is extraction's failure to report
+    assert len(manifest.rejected) == 2 and "duplicate" in manifest.rejected[0] and "escapes" in manifest.rejected[1]
+    with pytest.raises(ManifestError):
+        read_manifest(write_csv(media / "n.csv", "sample_id,split,label,text\nbad id,train,1,x\n"), strict=False)
