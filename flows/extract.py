@@ -1,32 +1,115 @@
-"""Extraction flow: one task per modality over plain functions in `pipeline.extract`.
+"""Extraction flow: plan in the flow, one Prefect task per chunk of samples, on threads or a Dask cluster.
 
-The catalog is the cache (content hash x encoder fingerprint), so Prefect's own result cache is off.
+Each task loads its modality's encoder once and extracts its chunk with `pipeline.extract.extract_modality`,
+which commits its own shards and catalog parts under unique names; the flow process holds the store
+lock for the whole run, so tasks on other processes or nodes write safely. Tasks return summaries
+(counts, errors, seconds), never arrays. The catalog is the cache (content hash x encoder fingerprint),
+so Prefect's own result cache is off.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+from contextlib import nullcontext
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait as wait_for_futures
+from prefect.task_runners import ThreadPoolTaskRunner
 
+from extractors import DecodeError
 from pipeline.config import ExtractConfig
-from pipeline.extract import ExtractionReport, ModalitySummary, extract_one_modality
+from pipeline.extract import ExtractionReport, ModalitySummary, Todo
 from pipeline.manifest import read_manifest
+from pipeline.stages import extract_chunk, merge_summaries, plan_extraction
 from storage.lock import store_lock
 
-
-@task(name="extract-modality", cache_policy=NO_CACHE)
-def extract_modality_task(manifest_path: str, store: str, modality: str, config: ExtractConfig) -> ModalitySummary:
-    manifest = read_manifest(manifest_path, allow_outside_root=config.allow_outside_root)
-    return extract_one_modality(manifest, Path(store), modality, config)
+GPU_LIMIT = "precal-gpu"  # global concurrency limit for chunks on a GPU: `prefect gcl create precal-gpu --limit N`
+RUNNERS = ("default", "dask")
+DETERMINISTIC = (DecodeError, ValueError, TypeError)  # fail the same way on every try
 
 
-@flow(name="precal-extract")
-def extract_flow(manifest: str, store: str, config: ExtractConfig | None = None, wait: float = 0.0) -> dict:
-    """Extract every configured modality of MANIFEST into STORE; return the per-modality summary."""
+def retry_transient(task, task_run, state) -> bool:
+    """Retry lost workers, I/O and device hiccups; not bad inputs or settings, which fail every time."""
+    return not isinstance(state.data, DETERMINISTIC)
+
+
+def uses_cuda(device: str) -> bool:
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
+
+
+def gpu_slot(device: str):
+    """Hold a slot of the `precal-gpu` limit on a GPU; on CPU nothing (no server-side limit needed).
+    Without a limit of that name Prefect warns once and runs unthrottled (strict=False)."""
+    return concurrency_slot(GPU_LIMIT) if uses_cuda(device) else nullcontext()
+
+
+def concurrency_slot(name: str):
+    from prefect.concurrency.sync import concurrency
+
+    return concurrency(name, occupy=1, strict=False)
+
+
+@task(name="extract-chunk", task_run_name="extract-{modality}-{index}", cache_policy=NO_CACHE, retries=2,
+      retry_delay_seconds=5, retry_condition_fn=retry_transient)
+def extract_chunk_task(store: str, modality: str, index: int, todo: list[Todo], config: ExtractConfig,
+                       fingerprint: str, progress: bool) -> ModalitySummary:
+    # Dask worker processes are daemons, which may not start DataLoader workers: decode in the task.
+    workers = 0 if multiprocessing.current_process().daemon else config.num_workers
+    with gpu_slot(config.device):
+        return extract_chunk(todo, Path(store), modality, config, fingerprint, num_workers=workers,
+                             progress=progress)
+
+
+def task_runner(runner: str = "default", address: str | None = None):
+    """Threads in this process, one chunk at a time (`default`), or a Dask cluster (`dask`): the one at
+    `address` (tcp://HOST:PORT), else a local cluster with one single-threaded worker process per core."""
+    if runner == "default":
+        if address:
+            raise ValueError("--address needs --runner dask")
+        return ThreadPoolTaskRunner(max_workers=1)
+    if runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(cluster_kwargs={"processes": True, "threads_per_worker": 1})
+    raise ValueError(f"unknown runner {runner!r}; choose from {', '.join(RUNNERS)}")
+
+
+@flow(name="precal-extract", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def extract_flow(manifest: str, store: str, config: ExtractConfig | None = None, wait: float = 0.0,
+                 progress: bool = True) -> dict:
+    """Extract every configured modality of MANIFEST into STORE in chunks of `shard_size` samples.
+
+    Returns the per-modality summary (ok/failed/skipped, shards, seconds) and the stage's cache key.
+    Choose where chunks run with `extract_flow.with_options(task_runner=task_runner("dask", address))`.
+    """
     config = config or ExtractConfig()
-    read_manifest(manifest, allow_outside_root=config.allow_outside_root)  # fail early, listing every problem
+    # Rows with problems are left out and reported (rejected); only a manifest with no usable row fails.
+    samples = read_manifest(manifest, allow_outside_root=config.allow_outside_root, check_files=False, strict=False)
     with store_lock(Path(store), wait=wait):
-        summaries = [extract_modality_task(manifest, store, m, config) for m in config.modalities]
-    return ExtractionReport(summaries).to_dict()
+        plan = plan_extraction(samples, Path(store), config)
+        submitted = [(m, extract_chunk_task.submit(store, m.modality, i, chunk, config, m.fingerprint, progress))
+                     for m, i, chunk in plan.chunks(config.shard_size)]
+        wait_for_futures([f for _, f in submitted])  # every chunk commits what it can before any error surfaces
+        parts = [(m, f.result()) for m, f in submitted]
+    summaries = [merge_summaries(m, [p for owner, p in parts if owner is m]) for m in plan.modalities]
+    report = {**ExtractionReport(summaries, samples.rejected).to_dict(), "key": plan.key, "chunks": len(submitted)}
+    publish_extraction(report)
+    return report
+
+
+def publish_extraction(report: dict) -> None:
+    rows = [{"modality": s["modality"], "encoder": s["encoder"], "fingerprint": s["fingerprint"], "ok": s["ok"],
+             "failed": s["failed"], "skipped": s["skipped"], "shards": s["shards_written"],
+             "seconds": round(s["seconds"], 2)} for s in report["modalities"]]
+    rejected = "".join(f"\n- rejected {reason}" for reason in report["rejected"][:20])
+    summary = f"Extraction: {report['chunks']} chunk tasks; totals {report['totals']}{rejected}"
+    create_table_artifact(rows, key="precal-extraction", description=summary)

@@ -1,7 +1,7 @@
 """Offline-friendly Prefect defaults, applied before Prefect is imported.
 
-With no API URL Prefect starts a temporary local server; these keep it quiet and patient on slow
-machines. Users who point PREFECT_API_URL at their own server keep their settings.
+With no API URL Prefect starts a temporary local server; these keep it (and Dask) quiet and patient
+on slow machines. Users who point PREFECT_API_URL at their own server keep their settings.
 """
 
 import os
@@ -11,6 +11,7 @@ OFFLINE_DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     "PREFECT_LOGGING_LEVEL": "WARNING",
+    "DASK_LOGGING__DISTRIBUTED": "warning",  # a local Dask cluster logs every worker start and stop at INFO
 }
 
 

@@ -174,11 +174,12 @@ class ExtractionReport:
         return {**totals, "rejected_rows": len(self.rejected)}
 
     def failed_share(self) -> float:
-        """Failed extractions plus rejected manifest rows, over everything attempted."""
+        """Failed extractions plus rejected manifest rows, over everything this run considered
+        (skipped ones included, so a re-run with nothing new does not count old failures as all)."""
         t = self.totals()
         bad = t["failed"] + t["rejected_rows"]
-        attempted = t["ok"] + bad
-        return bad / attempted if attempted else 0.0
+        considered = t["ok"] + t["skipped"] + bad
+        return bad / considered if considered else 0.0
 
     def to_dict(self) -> dict:
         return {"modalities": [summary_dict(s) for s in self.modalities], "totals": self.totals(),

@@ -1,0 +1,234 @@
+"""The pipeline's stages as plain functions: what each would do, its cache key, and the record of a run.
+
+flows/pipeline.py wires these into Prefect; everything here runs and is tested without Prefect.
+Cache keys come from content, never from paths alone: extraction from the manifest's per-modality
+content hashes and the encoder fingerprints, packing from the pack id, training and evaluation from
+the training config's hash and the pack id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import ConfigError, ExtractConfig, PipelineConfig
+from pipeline.extract import (ModalitySummary, Todo, build_encoder, extract_modality, plan, record_encoder,
+                              store_fingerprint)
+from pipeline.manifest import Manifest
+from storage.catalog import Catalog
+from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
+
+STAGES = ("extract", "pack", "train", "evaluate")
+HISTORY = 50  # pipeline runs kept in stages.json
+TRAIN_HOW = {"num_workers", "device"}  # change how training runs, not what it computes: not in the key
+
+
+# ---- extraction, in chunks ----------------------------------------------------------------------
+
+@dataclass
+class ModalityPlan:
+    modality: str
+    encoder: str
+    fingerprint: str
+    todo: list[Todo]
+    skipped: int
+
+
+@dataclass
+class ExtractionPlan:
+    modalities: list[ModalityPlan]
+    key: str  # hash of every modality's encoder fingerprint and per-sample content hashes
+
+    def chunks(self, size: int) -> list[tuple[ModalityPlan, int, list[Todo]]]:
+        """(modality plan, chunk index, samples) for each block of at most `size` samples to extract."""
+        return [(m, i, m.todo[start:start + size])
+                for m in self.modalities for i, start in enumerate(range(0, len(m.todo), size))]
+
+    def nothing_to_do(self) -> bool:
+        return not any(m.todo for m in self.modalities)
+
+
+def plan_extraction(manifest: Manifest, store: Path, config: ExtractConfig) -> ExtractionPlan:
+    """What each configured modality still needs; call while holding the store lock (records encoders)."""
+    files = FileHashCache(store / "cache" / "file_hashes.json")
+    latest = Catalog(store).latest()
+    plans, inputs = [], {}
+    for modality, choice in config.modalities.items():
+        encoder = build_encoder(modality, choice.name, choice.options)
+        fingerprint = store_fingerprint(encoder, config.dtype)
+        record_encoder(store, encoder, fingerprint, choice.name, choice.options)
+        todo, skipped = plan(manifest, store, encoder, config.dtype, retry_failed=config.retry_failed,
+                             latest=latest, files=files)
+        plans.append(ModalityPlan(modality, encoder.name, fingerprint, todo, skipped))
+        inputs[modality] = {"fingerprint": fingerprint,
+                            "samples": {s.sample_id: content_hash(modality, s, files)
+                                        for s in manifest.samples if s.has(modality)}}
+    files.save()
+    return ExtractionPlan(plans, json_fingerprint(inputs))
+
+
+def extract_chunk(todo: list[Todo], store: Path, modality: str, config: ExtractConfig, expected_fingerprint: str,
+                  *, num_workers: int | None = None, progress: bool = True) -> ModalitySummary:
+    """Load the modality's encoder and extract one chunk; it commits its own shards and catalog parts."""
+    choice = config.modalities[modality]
+    encoder = build_encoder(modality, choice.name, choice.options)
+    fingerprint = store_fingerprint(encoder, config.dtype)
+    if fingerprint != expected_fingerprint:  # e.g. a worker node with other weights or another precal version
+        raise ValueError(f"this process computes fingerprint {fingerprint} for {modality}:{encoder.name}, the plan "
+                         f"expected {expected_fingerprint}: the worker's encoder weights or software differ")
+    workers = config.num_workers if num_workers is None else num_workers
+    return extract_modality(todo, encoder, store, dtype=config.dtype, shard_size=config.shard_size,
+                            batch_size=config.batch_size, num_workers=workers, device=config.device,
+                            progress=progress)
+
+
+def merge_summaries(modality: ModalityPlan, parts: list[ModalitySummary]) -> ModalitySummary:
+    """One modality's summary from its chunks' summaries (seconds: the chunks' time added up)."""
+    total = ModalitySummary(modality.modality, modality.encoder, modality.fingerprint, skipped=modality.skipped)
+    for part in parts:
+        total.ok += part.ok
+        total.failed += part.failed
+        total.shards_written += part.shards_written
+        total.seconds += part.seconds
+        total.errors.extend(part.errors)
+    return total
+
+
+# ---- configuration of a pipeline run ----------------------------------------------------------
+
+def choose_stages(names: list[str] | None) -> list[str]:
+    """The requested stages in pipeline order (all when none are named)."""
+    if not names:
+        return list(STAGES)
+    unknown = sorted(set(names) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"unknown stage {unknown}; choose from {', '.join(STAGES)}")
+    return [s for s in STAGES if s in names]
+
+
+def restrict_modalities(config: PipelineConfig, modalities: list[str] | None) -> PipelineConfig:
+    """Keep only the named modalities of the config (for every stage: extract, pack, train)."""
+    if not modalities:
+        return config
+    configured = config.extract.modalities
+    unknown = sorted(set(modalities) - set(configured))
+    if unknown:
+        raise ConfigError(f"modality {unknown} is not in the config's extract.modalities ({', '.join(configured)})")
+    kept = {m: c for m, c in configured.items() if m in modalities}
+    return config.model_copy(update={"extract": config.extract.model_copy(update={"modalities": kept})})
+
+
+def out_dir(config: PipelineConfig) -> Path:
+    return Path(config.out) if config.out is not None else Path(config.store) / "runs"
+
+
+def prepare_run(config: PipelineConfig, stages: list[str] | None, modalities: list[str] | None):
+    """(config for the chosen modalities, stages in order, out folder); a bad choice or training config
+    raises ConfigError here, before any work."""
+    config, chosen = restrict_modalities(config, modalities), choose_stages(stages)
+    out = out_dir(config)
+    if {"train", "evaluate"} & set(chosen):
+        experiment_for(config.train, out, "", out)
+    return config, chosen, out
+
+
+def experiment_for(train: dict, pack_path: Path, pack_id: str, out: Path):
+    """The experiment grid for a pack, its cache key (train config hash + pack id) and run folder.
+
+    The run folder `<out>/runs/<key>` carries the key, so a changed training config trains afresh
+    instead of finding an older config's finished runs.
+    """
+    from trainers.config import ConfigError as TrainConfigError
+    from trainers.config import ExperimentConfig, validate
+
+    given = sorted({"pack", "packs", "out"} & set(train))
+    if given:
+        raise ConfigError(f"train: leave out {', '.join(given)}; the pipeline sets them (pack stage, out)")
+    try:
+        experiment = validate(ExperimentConfig, {**train, "packs": [str(pack_path)], "out": str(out)}, "train")
+    except TrainConfigError as err:
+        raise ConfigError(str(err)) from err
+    what = experiment.model_dump(mode="json", exclude={"packs": True, "out": True, "train": TRAIN_HOW})
+    key = json_fingerprint({"train": what, "pack_id": pack_id})
+    return experiment.model_copy(update={"out": out / "runs" / key}), key
+
+
+def export_experiment(config: PipelineConfig, path: Path) -> Path:
+    """Write the experiment the train stage would run (the recorded pack, the keyed run folder) as YAML,
+    for launching it with torchrun; `precal run --stages train,evaluate` then finds it finished."""
+    out = out_dir(config)
+    packed = recorded(out, "pack", "train")["result"]
+    experiment, _ = experiment_for(config.train, Path(packed["path"]), packed["pack_id"], out)
+    path.write_text(yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False))
+    return experiment.out
+
+
+# ---- the record: <out>/stages.json -------------------------------------------------------------
+
+@dataclass
+class StageRecord:
+    stage: str
+    status: str  # "ran" or "skipped"
+    key: str
+    seconds: float
+    result: dict = field(default_factory=dict)
+    finished_at: str = ""
+    flow_run_id: str | None = None
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def stages_path(out: Path) -> Path:
+    return Path(out) / "stages.json"
+
+
+def read_stages(out: Path) -> dict:
+    """{"stages": {name: latest record}, "history": [one entry per pipeline run]}."""
+    path = stages_path(out)
+    if not path.is_file():
+        return {"stages": {}, "history": []}
+    return json.loads(path.read_text())
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Written whole or not at all (a temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _write(out: Path, data: dict) -> None:
+    write_json(stages_path(out), data)
+
+
+def record_stage(out: Path, record: StageRecord) -> None:
+    data = read_stages(out)
+    data["stages"][record.stage] = asdict(record)
+    _write(out, data)
+
+
+def record_run(out: Path, flow_run_id: str | None, started_at: str, records: list[StageRecord]) -> dict:
+    """Append this pipeline run (which stages ran, which were skipped) to the history."""
+    data = read_stages(out)
+    entry = {"flow_run_id": flow_run_id, "started_at": started_at, "finished_at": now_iso(),
+             "stages": {r.stage: r.status for r in records}}
+    data["history"] = (data["history"] + [entry])[-HISTORY:]
+    _write(out, data)
+    return entry
+
+
+def recorded(out: Path, stage: str, needed_by: str) -> dict:
+    """The latest record of a stage this run does not repeat; a clear error when there is none."""
+    record = read_stages(out)["stages"].get(stage)
+    if record is None:
+        raise ConfigError(f"stage {needed_by} needs the {stage} stage's result and {stages_path(out)} has none; "
+                          f"run it first (--stages {stage},{needed_by})")
+    return record
