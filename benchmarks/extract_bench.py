@@ -95,9 +95,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of this process (default: torch's choice, one per core); 1 keeps a "
+                             "shared machine's OpenMP contention out of the numbers")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers to this JSON file")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     samples = read_manifest(args.data / "manifest.csv").samples[: args.limit]
     encoders = {m: get_encoder(m) for m in MODALITIES}
     device = str(resolve_device(args.device))
@@ -142,8 +147,9 @@ def main() -> None:
           f"b/c = {rates['pipeline_clips_per_s'] / rates['bound_clips_per_s']:.2f}   "
           f"peak RSS {rss:.0f} MB   (max |a - b| feature difference {worst:.1e})")
     if args.json:
-        extra = {"cpu_ms_per_clip": {k: 1e3 * c / n for k, c in cpu.items()}, "load_average": load,
-                 "clips": n, "workers": args.workers, "batch_size": args.batch_size, "device": device}
+        extra = {"cpu_ms_per_clip": {k: 1e3 * c / n for k, c in cpu.items()}, "load_average": load, "clips": n,
+                 "torch_threads": torch.get_num_threads(), "workers": args.workers, "batch_size": args.batch_size,
+                 "device": device}
         args.json.write_text(json.dumps({**rates, "peak_rss_mb": rss, **extra}, indent=2))
 
 

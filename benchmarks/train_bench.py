@@ -1,5 +1,6 @@
 """Training-loop throughput: shards streamed through DataLoader workers vs tensors already in memory,
-and the step-time overhead of the calibration module per backbone. Both in one process, same model.
+and the step-time overhead of the calibration module per backbone. Both in one process, same model, and
+the batches train() would give it (late fusion: time means pooled by the loader, in memory likewise).
 
     python benchmarks/train_bench.py [--pack DIR] [--json out.json]
 
@@ -24,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from storage.shards import json_bytes, npy_bytes, write_shard  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
-from trainers.data import BatchSpec, InMemorySplit, choose_modalities, read_pack, to_device, train_loader  # noqa: E402
-from trainers.train import Runtime, cpu_threads, make_model, resolve_device, train_epoch, train_step, use_amp  # noqa: E402
+from trainers.data import InMemorySplit, TrainLoader, choose_modalities, read_pack, to_device  # noqa: E402
+from trainers.train import (Runtime, batch_spec, cpu_threads, make_model, make_optimizer, resolve_device,  # noqa: E402
+                            train_epoch, train_step, use_amp)
 
 SHAPES = {"text": (12, 384), "audio": (100, 64), "video": (10, 1024)}  # typical steps, width
 NUM_CLASSES = 6
@@ -81,21 +83,26 @@ class Sized:
 
 def fresh_model(config: TrainConfig, info, spec, rt: Runtime):
     model = make_model(config, info, spec.modalities).to(rt.device)
-    return model, torch.optim.AdamW(model.parameters(), lr=config.lr)
+    return model, make_optimizer(model, config)
 
 
-def stream_vs_memory(args, info, spec, memory: InMemorySplit, rt: Runtime, backbone: str) -> dict:
+def stream_loader(config: TrainConfig, info, spec, rt: Runtime) -> TrainLoader:
+    return TrainLoader(info, spec, batch_size=config.batch_size, shuffle_buffer=config.shuffle_buffer, seed=0,
+                       num_workers=config.num_workers, pin_memory=rt.device.type == "cuda")
+
+
+def stream_vs_memory(args, info, memory: InMemorySplit, rt: Runtime, backbone: str) -> dict:
     """Training samples/s from each source; epochs alternate between the sources so that background
-    load hits both alike. Stream epochs include starting their DataLoader workers, as in train()."""
+    load hits both alike. The stream's workers persist across epochs, as in train() (they start in the
+    warm-up epoch)."""
     config = run_config(args, backbone=backbone)
-    amp = use_amp(config, rt.device)
+    amp, spec = use_amp(config, rt.device), memory.spec
     steps = len(memory) // config.batch_size
+    stream = stream_loader(config, info, spec, rt)
     sources = {
         "memory": lambda epoch: Sized(lambda: memory.batches(config.batch_size, shuffle=True, seed=epoch,
                                                              drop_last=True), steps),
-        "stream": lambda epoch: train_loader(info, spec, batch_size=config.batch_size,
-                                             shuffle_buffer=config.shuffle_buffer, seed=0, epoch=epoch,
-                                             num_workers=config.num_workers, pin_memory=rt.device.type == "cuda"),
+        "stream": stream.epoch,
     }
     models = {name: fresh_model(config, info, spec, rt) for name in sources}
     elapsed, samples = dict.fromkeys(sources, 0.0), dict.fromkeys(sources, 0)
@@ -109,26 +116,28 @@ def stream_vs_memory(args, info, spec, memory: InMemorySplit, rt: Runtime, backb
                 samples[name] += len(batches) * config.batch_size
     rate = {name: samples[name] / elapsed[name] for name in sources}
     return {"num_workers": config.num_workers, "batch_size": config.batch_size, "epochs": args.epochs,
+            "pooled_by_loader": spec.pooled,
             "memory_samples_per_s": round(rate["memory"], 1), "stream_samples_per_s": round(rate["stream"], 1),
             "ratio": round(rate["stream"] / rate["memory"], 3)}
 
 
 def loader_only(args, info, spec, rt: Runtime) -> float:
-    """Samples/s the stream delivers with no training: with a core per worker to spare, streaming keeps
-    up with any model slower than this."""
+    """Samples/s the stream delivers with no training (after a warm-up epoch): with a core per worker to
+    spare, streaming keeps up with any model slower than this."""
     config = run_config(args)
-    samples, start = 0, time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        batches = train_loader(info, spec, batch_size=config.batch_size, shuffle_buffer=config.shuffle_buffer,
-                               seed=0, epoch=epoch, num_workers=config.num_workers,
-                               pin_memory=rt.device.type == "cuda")
-        samples += sum(len(to_device(b, rt.device)["sample_id"]) for b in batches)
+    stream = stream_loader(config, info, spec, rt)
+    samples, start = 0, 0.0
+    for epoch in range(args.epochs + 1):
+        if epoch == 1:
+            samples, start = 0, time.perf_counter()
+        samples += sum(len(to_device(b, rt.device)["sample_id"]) for b in stream.epoch(epoch))
     return samples / (time.perf_counter() - start)
 
 
-def compare_sources(args, info, spec, memory: InMemorySplit, rt: Runtime) -> dict:
-    per_backbone = {b: stream_vs_memory(args, info, spec, memory, rt, b) for b in args.stream_backbones}
+def compare_sources(args, info, memories, rt: Runtime) -> dict:
+    per_backbone = {b: stream_vs_memory(args, info, memories(b), rt, b) for b in args.stream_backbones}
     headline = args.stream_backbones[0]
+    spec = memories(headline).spec
     return {"backbone": headline, "ratio": per_backbone[headline]["ratio"], "target": 0.9,
             "loader_only_samples_per_s": round(loader_only(args, info, spec, rt), 1), **per_backbone}
 
@@ -141,14 +150,16 @@ def timed_step(model, optimizer, batch, config, rt: Runtime, amp: bool) -> float
     return time.perf_counter() - start
 
 
-def calibration_overhead(args, info, spec, memory: InMemorySplit, rt: Runtime) -> dict:
+def calibration_overhead(args, info, memories, rt: Runtime) -> dict:
     """Median optimiser-step time without and with calibration, per backbone, on the same device-resident
     batches; the two models take turns step by step so that background load hits both alike."""
-    batches = [to_device(b, rt.device) for b in memory.batches(args.batch_size, shuffle=True, seed=0, drop_last=True)]
     report = {}
     for backbone in args.backbones:
+        memory = memories(backbone)
+        batches = [to_device(b, rt.device)
+                   for b in memory.batches(args.batch_size, shuffle=True, seed=0, drop_last=True)]
         configs = {m: run_config(args, backbone=backbone, method=m) for m in ("none", "calibration")}
-        models = {m: fresh_model(c, info, spec, rt) for m, c in configs.items()}
+        models = {m: fresh_model(c, info, memory.spec, rt) for m, c in configs.items()}
         amp = use_amp(configs["none"], rt.device)
         times = {m: [] for m in configs}
         for i in range(args.warmup + args.steps):
@@ -189,14 +200,22 @@ def main() -> None:
             print(f"writing a synthetic pack of {args.samples} training samples ...", flush=True)
             args.pack = write_synthetic_pack(Path(tmp) / "pack", args.samples)
         info = read_pack(args.pack)
-        spec = BatchSpec.for_pack(info, choose_modalities(info, None))
+        modalities = choose_modalities(info, None)
         rt = Runtime(0, 1, resolve_device(args.device), False)
-        memory = InMemorySplit(info, spec, "train")
+        splits = {}
+
+        def memories(backbone: str) -> InMemorySplit:
+            """The training split in memory, as train() would batch it for this backbone."""
+            spec = batch_spec(run_config(args, backbone=backbone), info, modalities)
+            if spec.pooled not in splits:
+                splits[spec.pooled] = InMemorySplit(info, spec, "train")
+            return splits[spec.pooled]
+
         with cpu_threads(rt.device, args.num_workers):  # the thread budget train() uses, for both sources
             results = {"device": describe(rt.device), "torch_threads": torch.get_num_threads(),
-                       "cpu_count": os.cpu_count(), "train_samples": len(memory),
-                       "stream_vs_memory": compare_sources(args, info, spec, memory, rt),
-                       "calibration_step_overhead": calibration_overhead(args, info, spec, memory, rt)}
+                       "cpu_count": os.cpu_count(), "train_samples": info.count("train"),
+                       "stream_vs_memory": compare_sources(args, info, memories, rt),
+                       "calibration_step_overhead": calibration_overhead(args, info, memories, rt)}
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -1,7 +1,7 @@
 """Video encoders: weight-free `grey`, torchvision CNNs per frame, Hugging Face image models per frame
 (ViT, CLIP vision, DINOv2, ...) and VideoMAE over clips of frames.
 
-Loaders (in DataLoader workers) decode frames at the target fps already scaled down by swscale and
+Loaders (in DataLoader workers) decode frames at the target fps, scaled down while decoding, and
 keep them as uint8, so a loaded clip costs about one byte per output pixel; `max_seconds` caps the
 decoded duration of very long files. Model encoders then run frames in chunks on the device.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from .base import Encoder, register
 from .decode import iter_video_frames
@@ -63,8 +64,8 @@ class GreyEncoder(Encoder):
 
     def __init__(self, *, fps: float = 10.0, size: int = 32, max_seconds: float | None = None, pooled: bool = False):
         super().__init__(pooled=pooled)
-        # AREA averages all source pixels of a cell: no aliasing when shrinking 360x288 to 32x32.
-        self.loader = FrameLoader(fps=fps, size=(size, size), grey=True, interpolation="AREA", max_seconds=max_seconds)
+        # Grey frames are area-averaged while decoding: no aliasing when shrinking 360x288 to 32x32.
+        self.loader = FrameLoader(fps=fps, size=(size, size), grey=True, max_seconds=max_seconds)
 
     def settings(self) -> dict:
         loader = self.loader
@@ -167,8 +168,6 @@ def load_state_dict(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
 

@@ -187,3 +187,19 @@ def test_overfits_a_small_batch(backbone, method):
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.05
+
+
+@pytest.mark.parametrize("method", ["none", "calibration"])
+def test_late_fusion_on_pooled_batches(method):
+    """The loader pools for late fusion (BatchSpec.pooled): a [B, 1, D] batch of means gives the same outputs."""
+    torch.manual_seed(0)
+    model = build_model("late", DIMS, 3, method=method, shift=True).eval()
+    if method == "calibration":
+        torch.nn.init.normal_(model.calibration.cue_out.weight, std=0.5)
+    batch = make_batch()
+    pooled = dict(batch, features={}, mask={})
+    for i, m in enumerate(MODALITIES):
+        real = batch["mask"][m] & batch["present"][:, i, None]
+        mean = (batch["features"][m] * real.unsqueeze(-1)).sum(1) / real.sum(1, keepdim=True).clamp_min(1)
+        pooled["features"][m], pooled["mask"][m] = mean.unsqueeze(1), real.any(1, keepdim=True)
+    torch.testing.assert_close(model(pooled).logits, model(batch).logits)

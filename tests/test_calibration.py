@@ -147,3 +147,32 @@ def test_at_most_five_percent_of_the_smallest_backbone():
     backbone_sizes = [sum(p.numel() for p in build_model(name, REALISTIC_DIMS, 2, hidden=64).parameters())
                       for name in ("late", "conv", "mult")]
     assert sum(p.numel() for p in calibration.parameters()) <= 0.05 * min(backbone_sizes)
+
+
+def test_pooled_is_the_mean_of_the_calibrated_features():
+    """What late fusion reads (mean * scale + shift, from the summary's means) is the mean of X'_m."""
+    features, mask = sequences()
+    present = torch.tensor([[1, 1, 1], [1, 0, 1], [1, 1, 0], [0, 1, 1]], dtype=torch.bool)
+    out = trained_like(ContextualCalibration(DIMS, shift=True))(features, mask, present)
+    for i, m in enumerate(sorted(DIMS)):
+        real = (mask[m] & present[:, i, None]).unsqueeze(-1)
+        mean = (out.features[m] * real).sum(1) / real.sum(1).clamp_min(1)
+        torch.testing.assert_close(out.pooled[m], mean)
+
+
+def test_loads_checkpoints_with_one_tensor_per_modality():
+    """Before the side-by-side layout, read/write/shift_write/norm were one tensor per modality."""
+    module = trained_like(ContextualCalibration(DIMS, shift=True))
+    state, old = module.state_dict(), {}
+    for name, value in state.items():
+        parts = {"read": "read.{}", "write": "write.{}", "shift_write": "shift_write.{}",
+                 "norm.weight": "norm.{}.weight", "norm.bias": "norm.{}.bias"}
+        if name in parts:
+            pieces = value.split([DIMS[m] for m in sorted(DIMS)] if value.numel() == sum(DIMS.values())
+                                 else module.width)
+            old.update({parts[name].format(m): piece for m, piece in zip(sorted(DIMS), pieces)})
+        else:
+            old[name] = value
+    loaded = ContextualCalibration(DIMS, shift=True)
+    loaded.load_state_dict(old)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), state.values()))

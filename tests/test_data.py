@@ -1,4 +1,5 @@
-"""Streaming packed shards: batch format, padding and masks, no pickle, equal per-rank epochs, resumable order."""
+"""Streaming packed shards: batch format, padding and masks, no pickle, equal per-rank epochs, resumable order,
+the shard reader (webdataset's samples, damaged shards refused), batches through workers."""
 import io
 import json
 import tarfile
@@ -9,8 +10,11 @@ import pytest
 import torch
 
 from tests.pack_helpers import DIMS, write_pack
-from trainers.data import (BatchSpec, InMemorySplit, TrainStream, batches_per_epoch, choose_modalities, eval_loader,
-                           read_pack, to_device, train_loader)
+from trainers import data, shard_reader
+from trainers.data import (BatchSpec, InMemorySplit, TrainLoader, TrainStream, _tar_samples,
+                           batches_per_epoch, choose_modalities, eval_loader, pack_batch, read_pack, shard_sizes,
+                           to_device, train_loader, unpack_batch)
+from trainers.shard_reader import CorruptShard
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +132,111 @@ def test_in_memory_split_matches_stream(pack):
     for b in shuffled:  # each batch trimmed to its own longest sample
         assert all(b["mask"][m].sum(1).max() == b["mask"][m].shape[1] or not b["mask"][m].any()
                    for m in spec.modalities)
+
+
+# ---- the shard reader ---------------------------------------------------------------------------------
+
+def tar_of(path, members, fmt=tarfile.PAX_FORMAT):
+    """A tar of (name, bytes) regular files, or (name, TarInfo type) for other member kinds."""
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(data, bytes):
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                info.type, info.linkname = data, "elsewhere"
+                tar.addfile(info)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_reader_groups_samples_as_webdataset_does(tmp_path, fmt):
+    import webdataset as wds
+
+    long_key = "dir/" + "k" * 120 if fmt != tarfile.USTAR_FORMAT else "dir/" + "k" * 90  # ustar: prefix + name
+    members = [("a.json", b"{}"), ("a.Audio.NPY", b"xyz"), ("dir", tarfile.DIRTYPE), ("a.link", tarfile.SYMTYPE),
+               (f"{long_key}.json", b"[1]"), (f"{long_key}.text.npy", b"t" * 700), ("__index__", b"meta"),
+               ("b.ünï.json", b"2"), ("noext", b"skipped")]
+    path = tar_of(tmp_path / "s.tar", members, fmt)
+    ours = list(_tar_samples([path]))
+    theirs = list(wds.tarfile_to_samples()(iter([{"url": path}])))
+    assert ours == theirs
+    assert [s["__key__"] for s in ours] == ["a", long_key, "b"] and ours[0]["audio.npy"] == b"xyz"
+    assert shard_sizes((path,)) == (3,)
+
+
+def test_reader_reads_a_pack_like_webdataset(pack):
+    import webdataset as wds
+
+    urls = pack.urls("train")
+    assert list(_tar_samples(urls)) == list(wds.tarfile_to_samples()(iter([{"url": u} for u in urls])))
+
+
+def test_a_damaged_shard_is_refused_with_its_name(tmp_path):
+    good = tar_of(tmp_path / "good.tar", [("a.json", b"{}"), ("a.audio.npy", b"x" * 2000)])
+    data = open(good, "rb").read()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[:2000])  # inside the second member's data (its header is at byte 1024)
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"not a tar at all" * 64)
+    flipped = bytearray(data)
+    flipped[512 + 512 + 100] ^= 0x01  # a bit of the second header (its mode field): the checksum differs
+    bad_header = tmp_path / "bad_header.tar"
+    bad_header.write_bytes(bytes(flipped))
+    for path, reason in [(cut, "cut short"), (garbage, "not a ustar header"), (bad_header, "at byte 1024")]:
+        with pytest.raises(CorruptShard, match=str(path)) as err:
+            list(_tar_samples([str(path)]))
+        assert reason in str(err.value)
+
+
+def test_an_oversized_member_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    path = tar_of(tmp_path / "big.tar", [("a.json", b"{}"), ("a.audio.npy", b"x" * 5000)])
+    monkeypatch.setattr(shard_reader, "MAX_MEMBER_BYTES", 4096)
+    with pytest.raises(CorruptShard, match="more than the 4096 allowed"):
+        list(_tar_samples([path]))
+
+
+# ---- batches through workers --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pooled", [False, True])
+@pytest.mark.parametrize("inline", [True, False])
+def test_packed_batches_come_back_unchanged(pack, monkeypatch, pooled, inline):
+    if not inline:
+        monkeypatch.setattr(data, "INLINE_BYTES", 0)  # every batch through shared memory
+    spec = BatchSpec.for_pack(pack, sorted(pack.dims), pooled=pooled)
+    batch = spec.collate([spec.decode(raw) for raw in _tar_samples(pack.urls("valid"))])
+    packed = pack_batch(batch)
+    assert isinstance(packed.buffer, bytes) == inline
+    copy = unpack_batch(packed)
+    assert copy["sample_id"] == batch["sample_id"]
+    for key in ("present", "target"):
+        assert torch.equal(copy[key], batch[key]) and copy[key].dtype == batch[key].dtype
+    for m in spec.modalities:
+        assert torch.equal(copy["features"][m], batch["features"][m])
+        assert torch.equal(copy["mask"][m], batch["mask"][m])
+    copy["features"][spec.modalities[0]].add_(1)  # writable
+
+
+def test_pooled_batches_hold_the_mean_of_the_real_steps(pack):
+    padded = BatchSpec.for_pack(pack, sorted(pack.dims))
+    pooled = BatchSpec.for_pack(pack, sorted(pack.dims), pooled=True)
+    samples = [padded.decode(raw) for raw in _tar_samples(pack.urls("valid"))]
+    a, b = padded.collate(samples), pooled.collate(samples)
+    assert torch.equal(a["present"], b["present"]) and a["sample_id"] == b["sample_id"]
+    for i, m in enumerate(padded.modalities):
+        x, valid = a["features"][m].float(), a["mask"][m]
+        mean = (x * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True).clamp_min(1)
+        assert b["features"][m].shape == (12, 1, DIMS[m]) and b["features"][m].dtype == torch.float32
+        torch.testing.assert_close(b["features"][m][:, 0], mean)
+        assert torch.equal(b["mask"][m][:, 0], a["present"][:, i])
+
+
+def test_persistent_workers_give_each_epoch_exactly(pack):
+    spec = spec_for(pack)
+    loader = TrainLoader(pack, spec, batch_size=8, shuffle_buffer=16, seed=0, num_workers=2)
+    epochs = {n: ids(loader.epoch(n)) for n in (1, 2, 1)}  # the same workers throughout
+    for n in (1, 2):
+        assert epochs[n] == ids(train_loader(pack, spec, batch_size=8, shuffle_buffer=16, seed=0, epoch=n,
+                                             num_workers=2))
+    assert ids(loader.epoch(2)) == epochs[2]

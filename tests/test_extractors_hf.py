@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import transformers as tf
+from safetensors.torch import save_file
 
 from extractors import extract_features, get_encoder
 from pipeline.manifest import Sample
@@ -148,6 +149,9 @@ def test_torchvision_resnet18_from_a_local_state_dict(tmp_path, clips):
     out = check_batched_equals_alone(enc, clips[1:], atol=1e-3)
     assert [f.array.shape for f in out] == [(1, 512), (2, 512)]
     assert enc.describe()["weights"].startswith("sha256:")
+    save_file(torch.load(tmp_path / "r18.pt", weights_only=True), tmp_path / "r18.safetensors")
+    (_, same), = extract_features(clips[1:2], get_encoder("video", "resnet18", weights=tmp_path / "r18.safetensors"))
+    np.testing.assert_allclose(same.array, out[0].array, atol=1e-5)
     with pytest.raises(ValueError, match="weights=PATH"):
         get_encoder("video", "resnet18")
 

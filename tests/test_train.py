@@ -57,9 +57,11 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["calibration", "ogm_ge"])
-def test_resume_after_kill_equals_a_straight_run(pack, tmp_path, monkeypatch, method):
-    straight = train(config(pack, tmp_path / "straight", epochs=3, method=method))
+@pytest.mark.parametrize("method,workers", [("calibration", 0), ("ogm_ge", 0), ("calibration", 1)])
+def test_resume_after_kill_equals_a_straight_run(pack, tmp_path, monkeypatch, method, workers):
+    """With workers, the straight run keeps them from epoch to epoch while the resumed one starts them in
+    epoch 3: the data and the RNG draws must not depend on that."""
+    straight = train(config(pack, tmp_path / "straight", epochs=3, method=method, num_workers=workers))
 
     real_step, calls = train_step, []
 
@@ -71,10 +73,10 @@ def test_resume_after_kill_equals_a_straight_run(pack, tmp_path, monkeypatch, me
 
     monkeypatch.setattr(train_module, "train_step", dies_in_epoch_three)
     with pytest.raises(Killed):
-        train(config(pack, tmp_path / "resumed", epochs=3, method=method))
+        train(config(pack, tmp_path / "resumed", epochs=3, method=method, num_workers=workers))
     assert [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()] == ["epoch-002.pt"]
     monkeypatch.setattr(train_module, "train_step", real_step)
-    resumed = train(config(pack, tmp_path / "resumed", epochs=3, method=method))
+    resumed = train(config(pack, tmp_path / "resumed", epochs=3, method=method, num_workers=workers))
 
     assert resumed["history"] == straight["history"]
     assert resumed["valid"] == straight["valid"] and resumed["test"] == straight["test"]

@@ -2,12 +2,16 @@
 
 Every backbone exposes the same three pieces so that the model can put calibration before it, a gate
 between the branches and the head, and read unimodal logits off the head, without touching the backbone:
-  encode(features, mask, present) -> {m: [B, hidden]}   (a missing modality gives zeros)
+  encode(features, mask, present, calibrated=None) -> {m: [B, hidden]}   (a missing modality gives zeros)
   head: nn.Module                   [B, M * hidden] -> [B, num_outputs]
   modality_parameters(m)            the parameters of m's branch (for OGM-GE)
 A step counts only where its mask is True and its modality is present, so padding and missing modalities
-never leak into the result. There is no input normalisation: a LayerNorm on X'_m would undo the
-calibration's instance scale (normalise the features in the data pipeline instead).
+never leak into the result (as long as they hold finite numbers: masking multiplies by zero, several times
+faster on CPU than filling a masked copy). Given `calibrated` (the calibration's output), a backbone
+encodes X'_m instead of X_m and applies the per-sample scale and shift where that is cheapest: late fusion
+on the pooled vector, the others on the real steps just before their first layer. There is no input
+normalisation: a LayerNorm on X'_m would undo the calibration's instance scale (normalise the features in
+the data pipeline instead).
 """
 import math
 
@@ -16,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainers.calibration import as_sequence, masked_mean
+from trainers.calibration import Calibrated, masked_mean, real_steps
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
@@ -24,6 +28,8 @@ def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential
 
 
 class Backbone(nn.Module):
+    pools_first = False  # True: encode reads only each modality's mean over its real steps
+
     def __init__(self, dims: dict[str, int], num_outputs: int, hidden: int, dropout: float):
         super().__init__()
         self.modalities = sorted(dims)
@@ -31,17 +37,18 @@ class Backbone(nn.Module):
         self.branches = nn.ModuleDict()
         self.head = mlp(len(dims) * hidden, hidden, num_outputs, dropout)
 
-    def encode_sequences(self, seqs: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
-        """{m: (x [B, T, D_m], valid [B, T])} -> {m: [B, hidden]}."""
+    def encode_sequences(self, seqs: dict[str, tuple[Tensor, Tensor]],
+                         calibrated: Calibrated | None) -> dict[str, Tensor]:
+        """{m: (x [B, T, D_m], real [B, T])} -> {m: [B, hidden]}."""
         raise NotImplementedError
 
-    def encode(self, features: dict[str, Tensor], mask: dict[str, Tensor] | None,
-               present: Tensor) -> dict[str, Tensor]:
-        seqs = {}
-        for i, m in enumerate(self.modalities):
-            x, valid = as_sequence(features[m], (mask or {}).get(m))
-            seqs[m] = (x, valid & present[:, i, None])
-        vectors = self.encode_sequences(seqs)
+    def encode(self, features: dict[str, Tensor], mask: dict[str, Tensor] | None, present: Tensor,
+               calibrated: Calibrated | None = None) -> dict[str, Tensor]:
+        if calibrated is None:
+            seqs = real_steps(features, mask, present, self.modalities)
+        else:  # the calibration has just made the same
+            seqs = {m: (x, real) for m, (x, real, _) in calibrated.inputs.items()}
+        vectors = self.encode_sequences(seqs, calibrated)
         return {m: vectors[m].masked_fill(~present[:, i, None], 0.0) for i, m in enumerate(self.modalities)}
 
     def modality_parameters(self, m: str) -> list[nn.Parameter]:
@@ -51,18 +58,25 @@ class Backbone(nn.Module):
 class LateFusion(Backbone):
     """Pool each modality over time, then a per-modality MLP."""
 
+    pools_first = True
+
     def __init__(self, dims, num_outputs, hidden=64, dropout=0.1):
         super().__init__(dims, num_outputs, hidden, dropout)
         for m in self.modalities:
             self.branches[m] = mlp(dims[m], hidden, hidden, dropout)
 
-    def encode_sequences(self, seqs):
-        return {m: self.branches[m](masked_mean(x, valid)) for m, (x, valid) in seqs.items()}
+    def encode_sequences(self, seqs, calibrated):
+        if calibrated is None:
+            pooled = {m: masked_mean(x, real) for m, (x, real) in seqs.items()}
+        else:  # the calibration took these means for its summaries: they come back scaled
+            pooled = calibrated.pooled
+        return {m: self.branches[m](pooled[m]) for m in seqs}
 
 
 class TemporalConv(nn.Module):
-    """Two same-length 1-D convolutions over time, then a masked mean. Padded steps are zeroed before each
-    convolution, so they look exactly like the convolution's own zero padding: padding changes nothing."""
+    """Two same-length 1-D convolutions over time, then a masked mean. Padded steps are zero before each
+    convolution (the caller zeroes them in the input), so they look exactly like the convolution's own zero
+    padding: padding changes nothing."""
 
     def __init__(self, dim: int, hidden: int, kernel: int, dropout: float):
         super().__init__()
@@ -71,9 +85,9 @@ class TemporalConv(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
-        pad = ~valid.unsqueeze(1)  # [B, 1, T]
-        h = x.transpose(1, 2).masked_fill(pad, 0.0)
-        h = self.dropout(F.gelu(self.conv1(h))).masked_fill(pad, 0.0)
+        """x [B, T, D] with its padded steps zero."""
+        keep = valid.unsqueeze(1).to(x.dtype)  # [B, 1, T]
+        h = self.dropout(F.gelu(self.conv1(x.transpose(1, 2)))) * keep
         h = F.gelu(self.conv2(h))
         return masked_mean(h.transpose(1, 2), valid)
 
@@ -86,8 +100,14 @@ class ConvFusion(Backbone):
         for m in self.modalities:
             self.branches[m] = TemporalConv(dims[m], hidden, kernel, dropout)
 
-    def encode_sequences(self, seqs):
-        return {m: self.branches[m](x, valid) for m, (x, valid) in seqs.items()}
+    def encode_sequences(self, seqs, calibrated):
+        vectors = {}
+        for m, (x, real) in seqs.items():
+            x = x * real.unsqueeze(-1).to(x.dtype)
+            if calibrated is not None:
+                x = calibrated.apply(m, x, real)  # zeroed padding stays zero
+            vectors[m] = self.branches[m](x, real)
+        return vectors
 
 
 class AttentionLayer(nn.Module):
@@ -143,8 +163,10 @@ class MulTFusion(Backbone):
         for m in self.modalities:
             self.branches[m] = MulTBranch(dims[m], hidden, heads, layers, cross_layers, dropout)
 
-    def encode_sequences(self, seqs):
-        embedded = {m: self.branches[m].embed(x) for m, (x, _) in seqs.items()}
+    def encode_sequences(self, seqs, calibrated):
+        # Padded steps are never attended to nor pooled, so scaling them too changes nothing.
+        embedded = {m: self.branches[m].embed(x if calibrated is None else calibrated.apply(m, x, real))
+                    for m, (x, real) in seqs.items()}
         vectors = {}
         for m, (_, valid) in seqs.items():
             h = embedded[m]

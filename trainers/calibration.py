@@ -14,11 +14,16 @@ written back the same way (per-dim weight times its group's code). That costs tw
 dim instead of 2*H, which keeps the module under 5% of even the late-fusion MLP, whose first layer alone
 costs `hidden` numbers per dim.
 
-Padded steps and missing modalities are passed through unchanged. Variants: "paper" is exactly the above;
-"aux" adds a linear head on each u_m whose loss (added by the model) makes the summaries, and so the
-cues, carry label information.
+Padded steps and missing modalities are passed through unchanged (a missing modality is not even read).
+Variants: "paper" is exactly the above; "aux" adds a linear head on each u_m whose loss (added by the model)
+makes the summaries, and so the cues, carry label information.
+
+The scale and shift are constant over time, so the module does not write X'_m: it returns them, and a backbone
+applies them where it is cheapest (late fusion on the pooled vector, mean(X'_m) = mean(X_m) * scale + shift,
+from the mean the summary already took). `Calibrated.features` gives X'_m itself, computed on first use.
 """
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn as nn
@@ -29,9 +34,11 @@ VARIANTS = ("paper", "aux")
 
 
 def masked_mean(x: Tensor, valid: Tensor) -> Tensor:
-    """Mean of x [B, T, D] over the valid steps [B, T]; a row with no valid step gives zeros."""
-    total = x.masked_fill(~valid.unsqueeze(-1), 0.0).sum(1)
-    return total / valid.sum(1, keepdim=True).clamp_min(1).to(x.dtype)
+    """Mean of x [B, T, D] over the valid steps [B, T]; a row with no valid step gives zeros. One batched
+    matmul with the 0/1 weights (several times faster than filling a masked copy), so the other steps must
+    hold finite numbers (collate pads with zeros)."""
+    weights = valid.to(x.dtype).unsqueeze(1)  # [B, 1, T]
+    return torch.bmm(weights, x).squeeze(1) / weights.sum(-1).clamp_min(1)
 
 
 def as_sequence(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -43,11 +50,63 @@ def as_sequence(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     return x, mask
 
 
+def real_steps(features: dict[str, Tensor], mask: dict[str, Tensor] | None, present: Tensor,
+               modalities: list[str]) -> dict[str, tuple[Tensor, Tensor]]:
+    """{m: (x [B, T, D_m], real [B, T])}: a step is real where its mask is True and its modality present."""
+    seqs = {}
+    for i, m in enumerate(modalities):
+        x, valid = as_sequence(features[m], (mask or {}).get(m))
+        seqs[m] = (x, valid & present[:, i, None])
+    return seqs
+
+
 @dataclass
 class Calibrated:
-    features: dict[str, Tensor]             # same shapes as the input
-    scales: dict                            # {"instance": [B, M], "dimension": {m: [B, D_m]}}; 1 where not applied
+    """The module's output. Per-dim tensors are kept side by side ([B, sum D_m], sorted modalities) and split
+    per modality on access, so that a backbone pays only for what it reads."""
+    sizes: dict[str, int]                   # {m: D_m}, in the side-by-side order
+    instance: Tensor                        # [B, M] g_m; 1 where a modality has no real step (missing)
+    dimension: Tensor                       # [B, sum D_m] r_m; 1 likewise
+    scale_all: Tensor                       # [B, sum D_m] g_m * r_m
+    shift_all: Tensor | None                # [B, sum D_m]; 0 likewise; None when the module has no shift
+    mean_all: Tensor                        # [B, sum D_m] each input's mean over its real steps (0 if none)
     aux_logits: dict[str, Tensor] | None    # "aux" variant: {m: [B, num_outputs]} from the summaries
+    inputs: dict[str, tuple[Tensor, Tensor, torch.Size]]  # {m: (x [B, T, D_m], real [B, T], shape as given)}
+
+    def split(self, x: Tensor) -> dict[str, Tensor]:
+        return dict(zip(self.sizes, x.split(list(self.sizes.values()), -1)))
+
+    @cached_property
+    def scale(self) -> dict[str, Tensor]:
+        return self.split(self.scale_all)
+
+    @cached_property
+    def shift(self) -> dict[str, Tensor] | None:
+        return None if self.shift_all is None else self.split(self.shift_all)
+
+    @property
+    def scales(self) -> dict:
+        """{"instance": [B, M], "dimension": {m: [B, D_m]}}; 1 where not applied."""
+        return {"instance": self.instance, "dimension": self.split(self.dimension)}
+
+    @property
+    def pooled(self) -> dict[str, Tensor]:
+        """The mean of X'_m over its real steps, without touching the sequence."""
+        pooled = self.mean_all * self.scale_all
+        return self.split(pooled if self.shift_all is None else pooled + self.shift_all)
+
+    def apply(self, m: str, x: Tensor, real: Tensor) -> Tensor:
+        """X'_m on the real steps of x [B, T, D_m]; a padded step is only scaled (a zero stays zero)."""
+        x = x * self.scale[m].unsqueeze(1)
+        if self.shift is not None:
+            x = x + self.shift[m].unsqueeze(1) * real.unsqueeze(-1).to(x.dtype)
+        return x
+
+    @cached_property
+    def features(self) -> dict[str, Tensor]:
+        """X'_m with the shapes of the input: padded steps and missing modalities exactly as they came."""
+        return {m: torch.where(real.unsqueeze(-1), self.apply(m, x, real), x).reshape(shape)
+                for m, (x, real, shape) in self.inputs.items()}
 
 
 class ContextualCalibration(nn.Module):
@@ -61,67 +120,80 @@ class ContextualCalibration(nn.Module):
         if variant == "aux" and num_outputs is None:
             raise ValueError("the 'aux' calibration variant needs num_outputs for its unimodal heads")
         self.modalities = sorted(dims)
-        self.dims, self.width, self.shift, self.variant = dict(dims), width, shift, variant
-        for m in self.modalities:  # which summary unit each feature dim belongs to (contiguous groups)
-            self.register_buffer(f"group_{m}", torch.arange(dims[m]) * width // dims[m], persistent=False)
-        self.read = nn.ParameterDict({m: nn.Parameter(self._read_init(m)) for m in self.modalities})
-        self.norm = nn.ModuleDict({m: nn.LayerNorm(width) for m in self.modalities})
-        self.write = nn.ParameterDict({m: nn.Parameter(torch.ones(dims[m])) for m in self.modalities})
+        self.dims = {m: dims[m] for m in self.modalities}
+        self.width, self.shift, self.variant = width, shift, variant
+        sizes = list(self.dims.values())
+        # The module is a few dozen ops on small tensors: their number, not their size, is its cost. So every
+        # per-dim tensor holds all modalities side by side ([sum D_m], sorted modalities), and each step is
+        # one op for all of them. Each dim's summary unit (modality i's H contiguous groups are units
+        # i*H .. i*H + H-1) and its modality:
+        units = [torch.arange(d) * width // d + i * width for i, d in enumerate(sizes)]
+        self.register_buffer("unit", torch.cat(units), persistent=False)
+        self.register_buffer("owner", torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes)),
+                             persistent=False)
+        self.register_buffer("not_self", ~torch.eye(len(sizes), dtype=torch.bool), persistent=False)
+        self.read = nn.Parameter(torch.cat([self._read_init(d) for d in sizes]))
+        self.norm = nn.GroupNorm(len(sizes), len(sizes) * width)  # one group per modality: its own LayerNorm
+        self.write = nn.Parameter(torch.ones(sum(sizes)))
         # One cue MLP for all modalities; a per-modality embedding lets it treat them differently.
         self.cue_in = nn.Linear(4 * width + 1, cue_hidden)
-        self.modality_embedding = nn.Parameter(torch.zeros(len(self.modalities), cue_hidden))
+        self.modality_embedding = nn.Parameter(torch.zeros(len(sizes), cue_hidden))
         self.cue_out = nn.Linear(cue_hidden, 1 + width * (2 if shift else 1))
         nn.init.zeros_(self.cue_out.weight)  # g = r = 1 and shift = 0 at the start: the identity
         nn.init.zeros_(self.cue_out.bias)
         if shift:
-            self.shift_write = nn.ParameterDict({m: nn.Parameter(torch.ones(dims[m])) for m in self.modalities})
+            self.shift_write = nn.Parameter(torch.ones(sum(sizes)))
         if variant == "aux":
             self.aux_heads = nn.ModuleDict({m: nn.Linear(width, num_outputs) for m in self.modalities})
 
-    def _read_init(self, m: str) -> Tensor:
-        group_size = self.dims[m] / self.width  # like a Linear layer's fan-in scaling, per group
-        return torch.randn(self.dims[m]) / max(group_size, 1.0) ** 0.5
+    def _read_init(self, dim: int) -> Tensor:
+        group_size = dim / self.width  # like a Linear layer's fan-in scaling, per group
+        return torch.randn(dim) / max(group_size, 1.0) ** 0.5
 
-    def _group(self, m: str) -> Tensor:
-        return getattr(self, f"group_{m}")
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints written before the side-by-side layout hold one tensor per modality: join them."""
+        for name, per_modality in (("read", "read.{}"), ("write", "write.{}"), ("shift_write", "shift_write.{}"),
+                                   ("norm.weight", "norm.{}.weight"), ("norm.bias", "norm.{}.bias")):
+            old = [prefix + per_modality.format(m) for m in self.modalities]
+            if all(key in state_dict for key in old):
+                state_dict[prefix + name] = torch.cat([state_dict.pop(key) for key in old])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def summarise(self, m: str, x: Tensor, valid: Tensor) -> Tensor:
-        """u_m [B, H]: masked time mean, block-diagonal projection, LayerNorm."""
-        s = masked_mean(x, valid) * self.read[m]
-        grouped = s.new_zeros(s.shape[0], self.width).index_add_(1, self._group(m), s)
-        return self.norm[m](grouped)
+    def summarise(self, mean: Tensor) -> Tensor:
+        """u [B, M, H] from the time means [B, sum D_m]: block-diagonal projection, per-modality LayerNorm."""
+        s = mean * self.read
+        grouped = s.new_zeros(s.shape[0], len(self.modalities) * self.width).index_add_(1, self.unit, s)
+        return self.norm(grouped).view(s.shape[0], len(self.modalities), self.width)
 
     def forward(self, features: dict[str, Tensor], mask: dict[str, Tensor] | None = None,
                 present: Tensor | None = None) -> Calibrated:
         mods = self.modalities
-        batch = features[mods[0]].shape[0]
-        device = features[mods[0]].device
+        first = features[mods[0]]
         if present is None:
-            present = torch.ones(batch, len(mods), dtype=torch.bool, device=device)
-        seqs = {m: as_sequence(features[m], (mask or {}).get(m)) for m in mods}
-        u = torch.stack([self.summarise(m, x, valid) for m, (x, valid) in seqs.items()], 1)  # [B, M, H]
+            present = torch.ones(first.shape[0], len(mods), dtype=torch.bool, device=first.device)
+        seqs = real_steps(features, mask, present, mods)
+        mean = torch.cat([masked_mean(x, real) for x, real in seqs.values()], 1)  # [B, sum D_m]
+        u = self.summarise(mean)  # [B, M, H]
+        # A modality takes part where it has a real step (present, and not all padding).
+        active = torch.stack([real.any(1) for _, real in seqs.values()], 1)  # [B, M]
 
-        # Context of m: mean of the other present modalities' summaries (a missing one gets weight 0).
-        others = present.unsqueeze(1) & ~torch.eye(len(mods), dtype=torch.bool, device=device)  # [B, M, M]
-        weights = others.to(u.dtype) / others.sum(-1, keepdim=True).clamp_min(1).to(u.dtype)
-        c = weights @ u
+        # Context of m: mean of the other active modalities' summaries (an inactive one gets weight 0).
+        others = (active.unsqueeze(1) & self.not_self).to(u.dtype)  # [B, M, M]
+        c = (others / others.sum(-1, keepdim=True).clamp_min(1)) @ u
         agreement = F.cosine_similarity(u, c, dim=-1, eps=1e-6).unsqueeze(-1)  # 0 when c is zero
         cues = torch.cat([u, c, u * c, (u - c).abs(), agreement], -1)
         out = self.cue_out(F.gelu(self.cue_in(cues) + self.modality_embedding))  # [B, M, 1 + H (+ H)]
-        instance = torch.where(present, 2 * torch.sigmoid(out[..., 0]), 1.0)
+        # Zero codes where a modality is inactive: 2 * sigmoid(0) = 1 and shift 0, exactly.
+        out = out.masked_fill(~active.unsqueeze(-1), 0.0)
+        instance = 2 * torch.sigmoid(out[..., 0])  # [B, M]
 
-        calibrated, dimension = {}, {}
-        for i, m in enumerate(mods):
-            group = self._group(m)
-            r = 2 * torch.sigmoid(self.write[m] * out[:, i, 1:1 + self.width][:, group])  # [B, D_m]
-            r = torch.where(present[:, i, None], r, 1.0)
-            scale = (instance[:, i, None] * r).unsqueeze(1)  # [B, 1, D_m]: same for every step
-            x, valid = seqs[m]
-            new = x * scale
-            if self.shift:
-                new = new + (self.shift_write[m] * out[:, i, 1 + self.width:][:, group]).unsqueeze(1)
-            new = torch.where((valid & present[:, i, None]).unsqueeze(-1), new, x)
-            calibrated[m] = new.reshape(features[m].shape)
-            dimension[m] = r
+        # Each feature dim takes its group's code: [B, sum D_m].
+        code = out[..., 1:1 + self.width].flatten(1).index_select(1, self.unit)
+        dimension = 2 * torch.sigmoid(self.write * code)
+        scale = instance.index_select(1, self.owner) * dimension
+        shift = None
+        if self.shift:
+            shift = self.shift_write * out[..., 1 + self.width:].flatten(1).index_select(1, self.unit)
         aux = {m: self.aux_heads[m](u[:, i]) for i, m in enumerate(mods)} if self.variant == "aux" else None
-        return Calibrated(calibrated, {"instance": instance, "dimension": dimension}, aux)
+        inputs = {m: (x, real, features[m].shape) for m, (x, real) in seqs.items()}
+        return Calibrated(self.dims, instance, dimension, scale, shift, mean, aux, inputs)

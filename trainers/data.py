@@ -3,9 +3,12 @@
 A batch is {"features": {m: [B, T_m, D_m]}, "mask": {m: [B, T_m] bool, True = real step},
 "present": [B, M] bool (sorted modalities), "target": [B] long or float32, "sample_id": [str]}.
 Features stay in the pack's dtype (float16 usually) until `to_device` widens them to float32 on the
-device: half the bytes through worker IPC, pinned memory and host-to-device copies.
-Only `.npy` (no object arrays: nothing pickled) and `.json` members are decoded: nothing in a shard
-can run code.
+device: half the bytes through worker IPC, pinned memory and host-to-device copies. For a backbone that
+only reads each modality's mean over its real steps (late fusion), `BatchSpec.pooled` has the workers
+average each sample's steps (in float32) instead: a batch is then [B, 1, D_m] per modality, a fraction
+of the padded sequences to pass between processes.
+Shards are read by trainers/shard_reader.py, which treats them as untrusted; only `.npy` (no object
+arrays: nothing pickled) and `.json` members are decoded: nothing in a shard can run code.
 
 Training epochs: every rank takes exactly ceil(count / (world * batch)) full batches, so all ranks do
 the same number of steps (DDP needs that). Epoch e reads an endless sequence of passes over the train
@@ -15,7 +18,8 @@ them through a buffer. So an epoch sees every sample once (plus < world * batch 
 pass to fill the last batches), a stream opens only the shards its range touches, the buffer drains
 instead of dropping decoded samples, and the epoch depends on (seed, epoch) alone: a killed run resumes
 exactly. It is webdataset's `resampled=True` + `with_epoch(n)` recipe with passes in place of draws with
-replacement, which would leave a pack of few shards partly unseen each epoch.
+replacement, which would leave a pack of few shards partly unseen each epoch. The DataLoader workers
+persist from epoch to epoch (TrainLoader) and read the epoch number from shared memory when it starts.
 """
 from __future__ import annotations
 
@@ -24,16 +28,19 @@ import functools
 import itertools
 import json
 import math
+import multiprocessing
 import random
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from trainers.shard_reader import count_samples, shards_samples
 
 
 @dataclass(frozen=True)
@@ -112,10 +119,12 @@ class BatchSpec:
     dims: dict[str, int]
     task: str
     max_len: dict[str, int] = field(default_factory=dict)
+    pooled: bool = False    # each sample's features averaged over its steps: [B, 1, D_m] float32 batches
 
     @classmethod
-    def for_pack(cls, info: PackInfo, modalities: list[str], max_len: dict[str, int] | None = None) -> BatchSpec:
-        return cls(modalities, {m: info.dims[m] for m in modalities}, info.task, dict(max_len or {}))
+    def for_pack(cls, info: PackInfo, modalities: list[str], max_len: dict[str, int] | None = None,
+                 pooled: bool = False) -> BatchSpec:
+        return cls(modalities, {m: info.dims[m] for m in modalities}, info.task, dict(max_len or {}), pooled)
 
     def decode(self, raw: dict) -> dict:
         meta = json.loads(raw["json"])
@@ -136,25 +145,40 @@ class BatchSpec:
         return {"sample_id": meta["sample_id"], "target": meta["target"], "features": features}
 
     def collate(self, samples: list[dict]) -> dict:
-        """Pad each modality to the batch's longest; a missing modality is zeros with present False."""
-        batch_size = len(samples)
+        """Pad each modality to the batch's longest (or pool it); a missing modality is zeros with present False."""
         features, mask = {}, {}
         for m in self.modalities:
             arrays = [s["features"].get(m) for s in samples]
-            steps = max((len(a) for a in arrays if a is not None), default=1)
-            stored = np.result_type(*[a.dtype for a in arrays if a is not None], np.float16)
-            x = np.zeros((batch_size, steps, self.dims[m]), stored)
-            valid = np.zeros((batch_size, steps), bool)
-            for i, array in enumerate(arrays):
-                if array is not None:
-                    x[i, : len(array)] = array
-                    valid[i, : len(array)] = True
-            features[m], mask[m] = torch.from_numpy(x), torch.from_numpy(valid)
+            features[m], mask[m] = (self.pool if self.pooled else self.pad)(arrays, self.dims[m])
         present = torch.tensor([[m in s["features"] for m in self.modalities] for s in samples], dtype=torch.bool)
         dtype = torch.long if self.task == "classification" else torch.float32
         target = torch.tensor([s["target"] for s in samples], dtype=dtype)
         return {"features": features, "mask": mask, "present": present, "target": target,
                 "sample_id": [s["sample_id"] for s in samples]}
+
+    @staticmethod
+    def pad(arrays: list[np.ndarray | None], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, T, D] in the stored dtype, zero-padded to the longest, and its mask [B, T]."""
+        steps = max((len(a) for a in arrays if a is not None), default=1)
+        stored = np.result_type(*[a.dtype for a in arrays if a is not None], np.float16)
+        x = np.zeros((len(arrays), steps, dim), stored)
+        valid = np.zeros((len(arrays), steps), bool)
+        for i, array in enumerate(arrays):
+            if array is not None:
+                x[i, : len(array)] = array
+                valid[i, : len(array)] = True
+        return torch.from_numpy(x), torch.from_numpy(valid)
+
+    @staticmethod
+    def pool(arrays: list[np.ndarray | None], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, 1, D] float32 means over each sample's steps, and its mask [B, 1]. All the batch's steps are
+        widened and summed at once: per-sample means cost several times more in numpy's float16 loops."""
+        lengths = torch.tensor([0 if a is None else len(a) for a in arrays])
+        rows = [a for a in arrays if a is not None]
+        steps = torch.from_numpy(np.concatenate(rows)).float() if rows else torch.zeros(0, dim)
+        owner = torch.repeat_interleave(torch.arange(len(arrays)), lengths)
+        sums = torch.zeros(len(arrays), dim).index_add_(0, owner, steps)
+        return (sums / lengths.clamp_min(1).unsqueeze(1)).unsqueeze(1), (lengths > 0).unsqueeze(1)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -166,18 +190,63 @@ def to_device(batch: dict, device: torch.device) -> dict:
             "present": move(batch["present"]), "target": move(batch["target"]), "sample_id": batch["sample_id"]}
 
 
+INLINE_BYTES = 1 << 20  # below this a packed batch goes as bytes through the pipe
+
+
+class Packed(NamedTuple):
+    """A batch as a DataLoader worker sends it: its tensors in one flat buffer. Each tensor a worker sends
+    goes through shared memory, its file descriptor handed over a new authenticated socket connection
+    (multiprocessing's resource sharer): half a millisecond of the training process's time per tensor.
+    So a batch goes as one buffer, and a small one (pooled features) as plain bytes through the pipe,
+    which costs the receiver less than that one hand-over."""
+    buffer: torch.Tensor | bytes        # uint8 tensor (shared memory) or bytes (up to INLINE_BYTES)
+    layout: list[tuple]                 # (where in the batch, dtype, shape, byte offset) per tensor
+    rest: dict                          # the rest of the batch (sample ids)
+
+
+def pack_batch(batch: dict) -> Packed:
+    tensors = [((key,), value) for key, value in batch.items() if isinstance(value, torch.Tensor)]
+    tensors += [((key, m), x) for key, group in batch.items() if isinstance(group, dict) for m, x in group.items()]
+    layout, size = [], 0
+    for where, x in tensors:
+        size += -size % 8  # aligned, so that a typed view of the bytes is allowed
+        layout.append((where, x.dtype, tuple(x.shape), size))
+        size += x.numel() * x.element_size()
+    buffer = torch.empty(size, dtype=torch.uint8)
+    for (_, x), (_, dtype, _, start) in zip(tensors, layout):
+        buffer[start:start + x.numel() * x.element_size()].view(dtype).copy_(x.reshape(-1))
+    rest = {k: v for k, v in batch.items() if not isinstance(v, (torch.Tensor, dict))}
+    return Packed(buffer.numpy().tobytes() if size <= INLINE_BYTES else buffer, layout, rest)
+
+
+def unpack_batch(packed: Packed) -> dict:
+    buffer = packed.buffer
+    if isinstance(buffer, bytes):  # a writable copy: batches may be changed in place
+        buffer = torch.frombuffer(bytearray(buffer), dtype=torch.uint8)
+    batch = dict(packed.rest)
+    for where, dtype, shape, start in packed.layout:
+        x = buffer[start:start + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
+        if len(where) == 1:
+            batch[where[0]] = x
+        else:
+            batch.setdefault(where[0], {})[where[1]] = x
+    return batch
+
+
+def _in_worker(batches: Iterator[dict]) -> Iterator:
+    """Batches as this process should hand them on: packed when it is a DataLoader worker."""
+    return map(pack_batch, batches) if get_worker_info() is not None else batches
+
+
 def _tar_samples(urls: list[str]) -> Iterator[dict]:
-    return wds.tarfile_to_samples()(iter([{"url": u} for u in urls]))
+    """webdataset-style samples ({"__key__", "__url__", "json": bytes, "<m>.npy": bytes}) of the shards."""
+    return shards_samples(urls)
 
 
 @functools.lru_cache(maxsize=16)
 def shard_sizes(urls: tuple[str, ...]) -> tuple[int, ...]:
-    """Samples per shard, counted from the tar headers alone (a seekable file skips the data)."""
-    sizes = []
-    for url in urls:
-        with tarfile.open(url, "r:") as tar:
-            sizes.append(len({info.name.rsplit("/", 1)[-1].split(".", 1)[0] for info in tar if info.isfile()}))
-    return tuple(sizes)
+    """Samples per shard, counted from the tar headers alone."""
+    return tuple(count_samples(url) for url in urls)
 
 
 class TrainStream(IterableDataset):
@@ -188,21 +257,30 @@ class TrainStream(IterableDataset):
         super().__init__()
         self.urls, self.sizes = list(urls), shard_sizes(tuple(urls))
         self.spec, self.batches, self.batch_size, self.shuffle_buffer = spec, batches, batch_size, shuffle_buffer
-        self.seed, self.epoch, self.rank = seed, epoch, rank
+        self.seed, self.rank = seed, rank
+        self._epoch = multiprocessing.RawValue("q", epoch)  # shared memory: persistent workers see changes
 
-    def shards(self) -> Iterator[tuple[str, int, int]]:
-        """(url, index of its first sample, size) along this epoch's endless sequence of passes."""
+    @property
+    def epoch(self) -> int:
+        return self._epoch.value
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.value = value
+
+    def shards(self, epoch: int) -> Iterator[tuple[str, int, int]]:
+        """(url, index of its first sample, size) along the epoch's endless sequence of passes."""
         start = 0
         for n in itertools.count():
             order = list(range(len(self.urls)))
-            random.Random(f"{self.seed}/{self.epoch}/{n}").shuffle(order)
+            random.Random(f"{self.seed}/{epoch}/{n}").shuffle(order)
             for i in order:
                 yield self.urls[i], start, self.sizes[i]
                 start += self.sizes[i]
 
-    def read_range(self, lo: int, hi: int) -> Iterator[dict]:
-        """Raw samples lo..hi-1 of the sequence; only the shards that overlap the range are opened."""
-        for url, start, size in self.shards():
+    def read_range(self, epoch: int, lo: int, hi: int) -> Iterator[dict]:
+        """Raw samples lo..hi-1 of the epoch's sequence; only the shards that overlap the range are opened."""
+        for url, start, size in self.shards(epoch):
             if start >= hi:
                 return
             if start + size > lo:
@@ -215,16 +293,17 @@ class TrainStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        epoch = self.epoch  # read once, when the epoch starts
         # Streams (rank-major, then worker) take consecutive ranges: one epoch is one exact partition.
         lo = self.rank * self.batches * self.batch_size + sum(self.needed(w, workers) for w in range(worker))
         needed = self.needed(worker, workers)
-        rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{worker}")
+        rng = random.Random(f"{self.seed}/{epoch}/{self.rank}/{worker}")
         buffer = max(1, min(self.shuffle_buffer, needed))  # it drains at the end: no decoded sample is dropped
-        samples = map(self.spec.decode, self.read_range(lo, lo + needed))
+        samples = map(self.spec.decode, self.read_range(epoch, lo, lo + needed))
         # Start yielding once SHUFFLE_START samples are in (the buffer keeps growing to its size): waiting
         # for a full buffer would idle the training loop at the start of every epoch.
         samples = wds.shuffle(buffer, initial=min(buffer, SHUFFLE_START), rng=rng)(samples)
-        return wds.batched(self.batch_size, collation_fn=self.spec.collate, partial=False)(samples)
+        return _in_worker(wds.batched(self.batch_size, collation_fn=self.spec.collate, partial=False)(samples))
 
 
 class EvalStream(IterableDataset):
@@ -238,51 +317,83 @@ class EvalStream(IterableDataset):
         info = get_worker_info()
         index, count = (info.id, info.num_workers) if info else (0, 1)
         samples = map(self.spec.decode, _tar_samples(self.urls[index::count]))
-        return wds.batched(self.batch_size, collation_fn=self.spec.collate, partial=True)(samples)
+        return _in_worker(wds.batched(self.batch_size, collation_fn=self.spec.collate, partial=True)(samples))
 
 
 def batches_per_epoch(count: int, world_size: int, batch_size: int) -> int:
     return max(1, math.ceil(count / (world_size * batch_size)))
 
 
-class EpochLoader:
-    """A DataLoader over a TrainStream, with its known length (for progress bars)."""
+class Batches:
+    """A DataLoader's batches, as dicts again (its workers send them packed)."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            yield unpack_batch(batch) if isinstance(batch, Packed) else batch
+
+
+class EpochLoader(Batches):
+    """One epoch of a TrainLoader, with its known length (for progress bars)."""
 
     def __init__(self, loader: DataLoader, length: int):
-        self.loader, self.length = loader, length
+        super().__init__(loader)
+        self.length = length
 
     def __len__(self) -> int:
         return self.length
 
-    def __iter__(self) -> Iterator[dict]:
-        return iter(self.loader)
 
-
-def _loader(dataset: IterableDataset, num_workers: int, pin_memory: bool) -> DataLoader:
+def _loader(dataset: IterableDataset, num_workers: int, pin_memory: bool, persistent: bool = False) -> DataLoader:
+    # Its own generator: the seed DataLoader draws for its workers must not consume the global RNG, or a
+    # resumed run (which starts its workers in a later epoch) would train on other dropout draws.
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                      prefetch_factor=4 if num_workers else None)
+                      prefetch_factor=4 if num_workers else None, persistent_workers=persistent and num_workers > 0,
+                      generator=torch.Generator())
+
+
+class TrainLoader:
+    """Training batches, epoch after epoch, from one DataLoader whose workers persist: starting them costs
+    more than a short epoch's loading. The epochs are exactly those of `train_loader`."""
+
+    def __init__(self, info: PackInfo, spec: BatchSpec, *, batch_size: int, shuffle_buffer: int, seed: int,
+                 rank: int = 0, world_size: int = 1, num_workers: int = 0, pin_memory: bool = False,
+                 persistent: bool = True):
+        count = info.count("train")
+        if not count:
+            raise ValueError(f"pack {info.path} has no training samples")
+        held = sum(shard_sizes(tuple(info.urls("train"))))
+        if held != count:
+            raise ValueError(f"pack {info.path}: pack.json counts {count} training samples, its shards hold {held}")
+        self.length = batches_per_epoch(count, world_size, batch_size)
+        self.stream = TrainStream(info.urls("train"), spec, batches=self.length, batch_size=batch_size,
+                                  shuffle_buffer=shuffle_buffer, seed=seed, epoch=0, rank=rank)
+        self.loader = _loader(self.stream, num_workers, pin_memory, persistent)
+
+    def epoch(self, epoch: int) -> EpochLoader:
+        """Iterate it before asking for the next epoch (the workers read the number when an epoch starts)."""
+        self.stream.epoch = epoch
+        return EpochLoader(self.loader, self.length)
 
 
 def train_loader(info: PackInfo, spec: BatchSpec, *, batch_size: int, shuffle_buffer: int, seed: int,
                  epoch: int, rank: int = 0, world_size: int = 1, num_workers: int = 0,
                  pin_memory: bool = False) -> EpochLoader:
-    count = info.count("train")
-    if not count:
-        raise ValueError(f"pack {info.path} has no training samples")
-    held = sum(shard_sizes(tuple(info.urls("train"))))
-    if held != count:
-        raise ValueError(f"pack {info.path}: pack.json counts {count} training samples, its shards hold {held}")
-    batches = batches_per_epoch(count, world_size, batch_size)
-    stream = TrainStream(info.urls("train"), spec, batches=batches, batch_size=batch_size,
-                         shuffle_buffer=shuffle_buffer, seed=seed, epoch=epoch, rank=rank)
-    return EpochLoader(_loader(stream, num_workers, pin_memory), batches)
+    """One epoch's batches, with workers of its own."""
+    return TrainLoader(info, spec, batch_size=batch_size, shuffle_buffer=shuffle_buffer, seed=seed, rank=rank,
+                       world_size=world_size, num_workers=num_workers, pin_memory=pin_memory,
+                       persistent=False).epoch(epoch)
 
 
 def eval_loader(info: PackInfo, spec: BatchSpec, split: str, *, batch_size: int, num_workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False, persistent: bool = False) -> Batches:
+    """persistent: keep the workers for the next pass (a validation split read every epoch)."""
     if not info.count(split):
         raise ValueError(f"pack {info.path} has no {split!r} samples")
-    return _loader(EvalStream(info.urls(split), spec, batch_size=batch_size), num_workers, pin_memory)
+    return Batches(_loader(EvalStream(info.urls(split), spec, batch_size=batch_size), num_workers, pin_memory,
+                           persistent))
 
 
 class InMemorySplit:
@@ -290,6 +401,7 @@ class InMemorySplit:
     sample, so a model sees the same shapes as from the stream. The benchmark's no-I/O baseline."""
 
     def __init__(self, info: PackInfo, spec: BatchSpec, split: str):
+        self.spec = spec
         self.data = spec.collate([spec.decode(raw) for raw in _tar_samples(info.urls(split))])
         self.lengths = {m: valid.sum(1) for m, valid in self.data["mask"].items()}
 

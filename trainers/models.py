@@ -57,11 +57,8 @@ class FusionModel(nn.Module):
         if present is None:
             first = features[self.modalities[0]]
             present = torch.ones(first.shape[0], len(self.modalities), dtype=torch.bool, device=first.device)
-        calibrated = None
-        if self.calibration is not None:
-            calibrated = self.calibration(features, mask, present)
-            features = calibrated.features
-        vectors = self.backbone.encode(features, mask, present)
+        calibrated = self.calibration(features, mask, present) if self.calibration is not None else None
+        vectors = self.backbone.encode(features, mask, present, calibrated)
         fused = torch.cat([vectors[m] for m in self.modalities], -1)
         if self.gate is not None:
             fused = fused * torch.sigmoid(self.gate(fused))
