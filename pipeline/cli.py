@@ -283,16 +283,27 @@ def evaluate(
 
 
 @app.command()
-def experiment(config: Path = typer.Argument(..., help="Experiment config: pack(s), backbones, methods, seeds, train options.")):
-    """Run a grid (backbones x methods x seeds); write results.json and results.md (mean and std over seeds)."""
+def experiment(
+    config: Path = typer.Argument(..., help="Experiment config: pack(s), backbones, methods, seeds, train options."),
+    analyse_runs: bool = typer.Option(True, "--analyse/--no-analyse", help="Analyse every run afterwards (report.html)."),
+    manifest: Optional[Path] = typer.Option(None, help="Source manifest, for raw-level corruption in the analysis."),
+):
+    """Run a grid (backbones x methods x seeds); write results.json and results.md (mean and std over seeds),
+    then the analyses and HTML report of every run (see `precal analyse`)."""
     from trainers.config import ConfigError, load_experiment_config
     from trainers.experiment import run_experiment, summarize
 
     try:
-        runs = run_experiment(load_experiment_config(config))
+        experiment_config = load_experiment_config(config)
+        runs = run_experiment(experiment_config)
     except ConfigError as err:
         fail(str(err))
     print_variants(summarize(runs), title="test split (mean +- std over seeds)")
+    if analyse_runs:
+        from trainers.analysis.analyse import analyse as analyse_experiment
+
+        analyse_experiment(experiment_config.out, manifest=manifest, raw=manifest is not None)
+        console.print(f"analysis: {experiment_config.out / 'analysis'}")
 
 
 @app.command()

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from trainers.config import ConfigError, TrainConfig, load_train_config
 from trainers.backbones import get_backbone
+from trainers.analysis.dynamics import epoch_statistics
 from trainers.data import BatchSpec, PackInfo, TrainLoader, choose_modalities, eval_loader, read_pack, to_device
 from trainers.metrics import classification_metrics, regression_metrics
 from trainers.models import FusionModel, build_model, ogm_ge_modulate, per_sample_loss
@@ -358,6 +359,7 @@ def _train(config: TrainConfig, rt: Runtime) -> dict:
                                                desc=f"epoch {epoch}/{config.epochs}")}
         if rt.is_main:
             valid = score(*predict(model, valid_batches, rt.device, amp), info.task)
+            entry["statistics"] = epoch_statistics(model, valid_batches, rt.device)  # for the dynamics report
             end_of_epoch(model, optimizer, config, info, modalities, progress, entry, valid)
             name = selection_metric(info.task)[0]
             tqdm.write(f"epoch {epoch}: train loss {entry['train_loss']:.4f}, valid loss {valid['loss']:.4f}, "
