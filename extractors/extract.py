@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,9 @@ def _init_worker(_: int) -> None:
     """Workers use the cores one clip each, so no library should start threads of its own there
     (DataLoader already sets torch to one thread; PyAV is set per stream in decode.py)."""
     cv2.setNumThreads(1)
+    # Forked workers inherit the parent's Python SIGTERM handler (Prefect's raises); being terminated
+    # at shutdown must not look like a crash.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def extract_features(

@@ -30,6 +30,7 @@ import json
 import math
 import multiprocessing
 import random
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,7 +352,14 @@ def _loader(dataset: IterableDataset, num_workers: int, pin_memory: bool, persis
     # resumed run (which starts its workers in a later epoch) would train on other dropout draws.
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                       prefetch_factor=4 if num_workers else None, persistent_workers=persistent and num_workers > 0,
-                      generator=torch.Generator())
+                      generator=torch.Generator(), worker_init_fn=default_sigterm)
+
+
+def default_sigterm(_: int) -> None:
+    """Workers are forked with the parent's Python signal handlers. Under a Prefect flow that includes a
+    SIGTERM handler that raises, so a worker DataLoader terminates at shutdown would exit with status 1
+    and fail the training it served. A worker should simply die on SIGTERM."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class TrainLoader:
