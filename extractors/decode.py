@@ -18,6 +18,10 @@ import soxr
 from av.video.reformatter import VideoReformatter
 from torch.utils.data import get_worker_info
 
+# One OpenCV thread, set before any worker is forked: a child forked while OpenCV's thread pool exists
+# can deadlock on the pool's lock (seen as a hung DataLoader worker), and our pictures are tiny anyway.
+cv2.setNumThreads(1)
+
 CHUNK_FRAMES = 64  # frames per chunk yielded by iter_video_frames: bounds memory, amortises numpy calls
 MAX_PIXELS = 7680 * 4320  # 8K UHD; a larger picture is a broken header rather than a real video
 

@@ -8,7 +8,6 @@ import signal
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -55,9 +54,8 @@ def _threads(n: int | None):
 
 
 def _init_worker(_: int) -> None:
-    """Workers use the cores one clip each, so no library should start threads of its own there
-    (DataLoader already sets torch to one thread; PyAV is set per stream in decode.py)."""
-    cv2.setNumThreads(1)
+    """Workers use the cores one clip each (DataLoader already sets torch to one thread; PyAV is set
+    per stream and OpenCV at import in decode.py)."""
     # Forked workers inherit the parent's Python SIGTERM handler (Prefect's raises); being terminated
     # at shutdown must not look like a crash.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
