@@ -5,13 +5,12 @@ config kept next to its data works from any working directory.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.config import ConfigError, load_file
 from trainers.backbones import BACKBONES as BACKBONE_CLASSES
 from trainers.calibration import VARIANTS as CALIBRATIONS
 from trainers.models import METHODS
@@ -21,10 +20,6 @@ MODALITIES = ("audio", "text", "video")
 
 Backbone = Literal[BACKBONES]
 Method = Literal[METHODS]
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def _check_calibration(value: str) -> str:
@@ -130,19 +125,6 @@ class ExperimentConfig(BaseModel):
         return value
 
 
-def _read_mapping(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot be parsed: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
-
-
 def _explain(err: ValidationError) -> str:
     """One line per problem, each naming the field by its dotted path."""
     lines = []
@@ -166,14 +148,14 @@ def _relative_to(base: Path, path: Path) -> Path:
 
 def load_train_config(path: Path | str) -> TrainConfig:
     path = Path(path)
-    config = validate(TrainConfig, _read_mapping(path), str(path))
+    config = validate(TrainConfig, load_file(path), str(path))
     base = path.resolve().parent
     return config.model_copy(update={"pack": _relative_to(base, config.pack), "out": _relative_to(base, config.out)})
 
 
 def load_experiment_config(path: Path | str) -> ExperimentConfig:
     path = Path(path)
-    config = validate(ExperimentConfig, _read_mapping(path), str(path))
+    config = validate(ExperimentConfig, load_file(path), str(path))
     base = path.resolve().parent
     return config.model_copy(update={"packs": [_relative_to(base, p) for p in config.packs],
                                      "out": _relative_to(base, config.out)})
