@@ -12,13 +12,7 @@ MODALITIES = sorted(DIMS)
 STEPS = {"audio": 9, "text": 5, "video": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: a second intra-op thread only adds contention (many times slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_batch(batch=6, num_classes=3, seed=0, present=None):

@@ -9,13 +9,7 @@ DIMS = {"text": 12, "audio": 5, "video": 20}
 REALISTIC_DIMS = {"text": 384, "audio": 64, "video": 1024}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention (many times slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sequences(dims=DIMS, batch=4, seed=0):
