@@ -14,7 +14,7 @@ from pipeline.config import ExtractConfig
 from storage.catalog import Catalog
 from tests.orchestration_helpers import split_subset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.flows_in_process]
 
 COMPARED = ("status", "error", "shape", "dtype", "content_hash", "encoder", "fingerprint")
 
