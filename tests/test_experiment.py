@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from tests.pack_helpers import write_pack
 from trainers import experiment
@@ -10,12 +9,7 @@ from trainers.config import ExperimentConfig
 from trainers.experiment import grid, results_markdown, run_experiment
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_grid(pack, out, **changes) -> ExperimentConfig:

@@ -12,13 +12,7 @@ from trainers.models import per_sample_loss
 from trainers.train import Runtime, evaluate, load_checkpoint, make_model, train, train_step
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: extra intra-op threads only add contention (and CI machines are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
