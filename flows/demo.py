@@ -10,13 +10,11 @@ from flows.pipeline import run_pipeline
 from pipeline.config import PipelineConfig
 from pipeline.datasets.avdigits import bundled_sample_dir
 
-# Training reads the shards in-process: with 180 training clips a loader worker saves nothing, and under
-# a Prefect flow a worker exiting at loader shutdown was seen to fail the run (exit status 1).
 DEMO_EXPERIMENT = {
     "backbones": ["late"],
     "methods": ["none", "calibration"],
     "seeds": [0, 1, 2],
-    "train": {"epochs": 30, "batch_size": 32, "lr": 2e-3, "hidden": 64, "num_workers": 0},
+    "train": {"epochs": 30, "batch_size": 32, "lr": 2e-3, "hidden": 64, "num_workers": 1},
 }
 
 

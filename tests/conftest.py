@@ -33,9 +33,3 @@ def one_torch_thread():
     yield
     torch.set_num_threads(threads)
 
-
-def pytest_collection_modifyitems(config, items):
-    """Tests that run Prefect flows (or Dask) inside the pytest process go last: after a flow has run in
-    a process, DataLoader workers forked from it later exit with status 1 at shutdown (see the closing
-    note of the orchestration work), which would fail unrelated tests that use workers."""
-    items.sort(key=lambda item: item.get_closest_marker("flows_in_process") is not None)

@@ -4,12 +4,15 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.runtime import flow_run
 from typer.testing import CliRunner
 
 from pipeline.cli import app, parse_severities
@@ -388,36 +391,22 @@ def test_drop_words_keeps_one_word():
     assert drop_words("the speaker said seven", 0.0, rng) == "the speaker said seven"
 
 
-ARTIFACT_SCRIPT = """
-import httpx
-from prefect import flow
-from prefect.client.orchestration import get_client
-from prefect.runtime import flow_run
-from trainers.analysis.report import publish_artifact
-
 @flow(name="precal-analysis-artifact")
 def publishing():
-    return publish_artifact("# analysis\\n\\n| a | b |\\n| --- | --- |\\n| 1 | 2 |"), flow_run.id
-
-artifact_id, run_id = publishing()
-assert artifact_id is not None
-with get_client(sync_client=True) as client:  # the REST call, as tests/test_orchestration.py does
-    body = {"artifacts": {"flow_run_id": {"any_": [run_id]}}, "limit": 5, "offset": 0, "sort": "CREATED_DESC"}
-    response = httpx.post(f"{client.api_url}artifacts/filter", json=body)
-response.raise_for_status()
-[artifact] = response.json()
-assert artifact["key"] == "precal-analysis" and artifact["type"] == "markdown"
-assert "| 1 | 2 |" in artifact["data"]
-print("published")
-"""
+    return publish_artifact("# analysis\n\n| a | b |\n| --- | --- |\n| 1 | 2 |"), flow_run.id
 
 
 @pytest.mark.slow
 def test_publish_artifact_inside_a_flow_run():
-    # In its own process: a Prefect flow run in the test process was seen to make later DataLoader
-    # workers of other tests exit with status 1.
-    result = subprocess.run([sys.executable, "-c", ARTIFACT_SCRIPT], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and "published" in result.stdout, result.stderr[-3000:]
+    artifact_id, run_id = publishing()
+    assert artifact_id is not None
+    with get_client(sync_client=True) as client:  # the REST call, as tests/test_orchestration.py does
+        body = {"artifacts": {"flow_run_id": {"any_": [run_id]}}, "limit": 5, "offset": 0, "sort": "CREATED_DESC"}
+        response = httpx.post(f"{client.api_url}artifacts/filter", json=body)
+    response.raise_for_status()
+    [artifact] = response.json()
+    assert artifact["key"] == "precal-analysis" and artifact["type"] == "markdown"
+    assert "| 1 | 2 |" in artifact["data"]
 
 
 def test_cli_refuses_a_folder_without_runs(experiment):

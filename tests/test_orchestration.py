@@ -27,8 +27,6 @@ from storage.catalog import Catalog
 from trainers.config import load_experiment_config
 from tests.orchestration_helpers import split_subset, write_config
 
-pytestmark = pytest.mark.flows_in_process
-
 SPLITS = {"train": 12, "valid": 6, "test": 6}
 
 

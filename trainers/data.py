@@ -30,7 +30,6 @@ import json
 import math
 import multiprocessing
 import random
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,14 +351,21 @@ def _loader(dataset: IterableDataset, num_workers: int, pin_memory: bool, persis
     # resumed run (which starts its workers in a later epoch) would train on other dropout draws.
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                       prefetch_factor=4 if num_workers else None, persistent_workers=persistent and num_workers > 0,
-                      generator=torch.Generator(), worker_init_fn=default_sigterm)
+                      generator=torch.Generator(), multiprocessing_context=worker_context() if num_workers else None)
 
 
-def default_sigterm(_: int) -> None:
-    """Workers are forked with the parent's Python signal handlers. Under a Prefect flow that includes a
-    SIGTERM handler that raises, so a worker DataLoader terminates at shutdown would exit with status 1
-    and fail the training it served. A worker should simply die on SIGTERM."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+@functools.cache
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Workers are forked from a clean single-threaded server process, never from the trainer itself.
+
+    A process that has run a Prefect flow (or Dask, or anything else with background threads) holds
+    locks in threads that a fork does not copy; a worker forked from it could hang at exit and be
+    killed, which torch reports as a failed worker. The server imports the main module (so a script
+    that trains needs the usual `if __name__ == "__main__":` guard) and this one once, so each worker
+    still starts in milliseconds."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", __name__])
+    return context
 
 
 class TrainLoader:
