@@ -1,8 +1,8 @@
 """Fusion models: optional calibration -> backbone branches -> optional gate -> backbone head.
 
-Methods: "none" (the backbone alone), "calibration" (ContextualCalibration on the inputs), "gate" (a learned
-sigmoid gate on the fused vector), "ogm_ge" (the backbone alone; the training loop calls ogm_ge_modulate
-between backward and step).
+Methods: "none" (the backbone alone), "calibration" (ContextualCalibration, or ReliabilityCalibration for the
+"reliability" variant, on the inputs), "gate" (a learned sigmoid gate on the fused vector), "ogm_ge" (the
+backbone alone; the training loop calls ogm_ge_modulate between backward and step).
 """
 from dataclasses import dataclass
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from trainers.backbones import Backbone, get_backbone
-from trainers.calibration import Calibrated, ContextualCalibration
+from trainers.calibration import Calibrated, ContextualCalibration, ReliabilityCalibration
 
 METHODS = ("none", "calibration", "gate", "ogm_ge")
 
@@ -22,7 +22,8 @@ class ModelOutput:
     logits: Tensor                          # [B, num_outputs]
     unimodal_logits: dict[str, Tensor]      # {m: [B, num_outputs]}: the head on m's block alone
     scales: dict | None = None              # calibration: {"instance": [B, M], "dimension": {m: [B, D_m]}}
-    aux_loss: Tensor | None = None          # "aux" calibration with a target in the batch: add it to the loss
+    aux_loss: Tensor | None = None          # "aux"/"reliability" calibration, given a target: add it to the loss
+    evidence: Tensor | None = None          # "reliability": each modality's evidence [B, M, C or 2]
 
 
 def per_sample_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -33,8 +34,8 @@ def per_sample_loss(logits: Tensor, target: Tensor) -> Tensor:
 
 
 class FusionModel(nn.Module):
-    def __init__(self, backbone: Backbone, method: str = "none", calibration: ContextualCalibration | None = None,
-                 aux_weight: float = 1.0):
+    def __init__(self, backbone: Backbone, method: str = "none",
+                 calibration: ContextualCalibration | ReliabilityCalibration | None = None, aux_weight: float = 1.0):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -67,11 +68,17 @@ class FusionModel(nn.Module):
         unimodal = self.backbone.head(fused.unsqueeze(1).masked_fill(~self.block_mask, 0.0))  # [B, M, C]
         return ModelOutput(logits, {m: unimodal[:, i] for i, m in enumerate(self.modalities)},
                            calibrated.scales if calibrated else None,
-                           self.aux_loss(calibrated, batch.get("target"), present))
+                           self.aux_loss(calibrated, batch.get("target"), present),
+                           calibrated.evidence if calibrated else None)
 
     def aux_loss(self, calibrated: Calibrated | None, target: Tensor | None, present: Tensor) -> Tensor | None:
-        """Mean unimodal loss of the summaries' heads over the present (sample, modality) pairs."""
-        if calibrated is None or calibrated.aux_logits is None or target is None:
+        """The calibration's own loss: "reliability" computes it (evidence and scale supervision); "aux" is the
+        mean unimodal loss of the summaries' heads over the present (sample, modality) pairs."""
+        if calibrated is None or target is None:
+            return None
+        if calibrated.evidence is not None:
+            return self.calibration.loss(calibrated, target)
+        if calibrated.aux_logits is None:
             return None
         losses = torch.stack([per_sample_loss(calibrated.aux_logits[m], target) for m in self.modalities], 1)
         weight = present.to(losses.dtype)
@@ -80,12 +87,18 @@ class FusionModel(nn.Module):
 
 def build_model(backbone: str, dims: dict[str, int], num_outputs: int, *, method: str = "none",
                 calibration: str = "paper", hidden: int = 64, dropout: float = 0.1, calibration_width: int = 16,
-                shift: bool = False, aux_weight: float = 1.0, **backbone_options) -> FusionModel:
-    """backbone_options go to the backbone: kernel (conv), heads and layers (mult)."""
+                shift: bool = False, aux_weight: float = 1.0, reliability: dict | None = None,
+                **backbone_options) -> FusionModel:
+    """backbone_options go to the backbone: kernel (conv), heads and layers (mult). `reliability` holds
+    ReliabilityCalibration's own options (evidence_hidden, scale_hidden, scale_loss, evidence_weight,
+    scale_weight)."""
     net = get_backbone(backbone)(dims, num_outputs, hidden=hidden, dropout=dropout, **backbone_options)
     # Built after the backbone, so the backbone's initial weights do not depend on the method.
     module = None
-    if method == "calibration":
+    if method == "calibration" and calibration == "reliability":
+        module = ReliabilityCalibration(dims, num_outputs, width=calibration_width, shift=shift,
+                                        dropout=dropout, **(reliability or {}))
+    elif method == "calibration":
         module = ContextualCalibration(dims, width=calibration_width, shift=shift, variant=calibration,
                                        num_outputs=num_outputs)
     return FusionModel(net, method, module, aux_weight)

@@ -1,0 +1,70 @@
+"""Data for the calibration protocol (RESEARCH.md section 4): AV-digits built three times from one seed.
+
+- "standard": the usual build (30% of each split perturbed): train, valid and test;
+- "clean": the same build with `perturb_share 0.0` (the same recordings, images and splits): its train and
+  valid splits are the clean-only training regime, its test split the "clean" test set;
+- "perturbed": the same build with `perturb_share 1.0`: its test split (one modality perturbed in every
+  sample) is the "pert" test set. Only that split is extracted and packed.
+
+Each build has its own folder and feature store (the builds share sample ids but not content, and a store
+keeps one row per sample, modality and encoder). Every step is skipped when its output is there: a build
+whose manifest exists, an extraction the catalog says is done, a pack with the same id.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.config import ExtractConfig
+from pipeline.datasets.avdigits import build_avdigits
+from pipeline.extract import run_extraction, selection_for
+from pipeline.manifest import read_manifest
+from storage.pack import pack
+
+# build name -> (perturb share, None for the configured one; splits to extract and pack)
+BUILDS = {"standard": (None, ("train", "valid", "test")),
+          "clean": (0.0, ("train", "valid", "test")),
+          "perturbed": (1.0, ("test",))}
+
+
+class ProtocolData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fsdd: Path
+    mnist: Path
+    folder: Path                                  # builds and stores go under <folder>/<build>/
+    seed: int = 0
+    perturb_share: float = Field(0.3, ge=0.0, le=1.0)
+    per_class: int | None = Field(None, ge=1)     # fewer samples per digit (tests); None: every FSDD take
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+
+
+@dataclasses.dataclass
+class Build:
+    manifest: Path
+    perturbations: Path
+    pack: Path
+
+
+def prepare(config: ProtocolData, progress: bool = True) -> dict[str, Build]:
+    """Build, extract and pack the three AV-digits variants; {build name: Build}."""
+    return {name: prepare_build(config, name, progress) for name in BUILDS}
+
+
+def prepare_build(config: ProtocolData, name: str, progress: bool = True) -> Build:
+    share, splits = BUILDS[name]
+    folder = config.folder / name
+    manifest_path = folder / "manifest.csv"
+    if not manifest_path.is_file():  # the builder writes the manifest last: present means complete
+        build_avdigits(config.fsdd, config.mnist, folder, per_class=config.per_class, seed=config.seed,
+                       perturb_share=config.perturb_share if share is None else share, progress=progress)
+    manifest = read_manifest(manifest_path, strict=False)
+    manifest = dataclasses.replace(manifest, samples=[s for s in manifest.samples if s.split in splits])
+    store = folder / "store"
+    report = run_extraction(manifest, store, config.extract, progress=progress)
+    if report.failed_share() > config.extract.max_failed:
+        raise RuntimeError(f"{name} build: {report.failed_share():.1%} of extractions failed; "
+                           f"see `precal status --store {store} --failed`")
+    result = pack(store, manifest, selection_for(store, config.extract), progress=progress)
+    return Build(manifest_path, folder / "perturbations.csv", result.path)
