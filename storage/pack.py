@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from storage.catalog import Catalog
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
+from storage.lock import store_lock
 from storage.shards import TMP_MARK, fsync_dir, json_bytes, write_shard
 
 PACK_VERSION = 1
@@ -36,9 +37,18 @@ class PackResult:
 
 
 def pack(store: Path, manifest, selection: dict[str, str], *, task: str | None = None,
-         shard_size: int = 1000, progress: bool = True) -> PackResult:
-    """Pack the manifest's samples with the features named by `selection` ({modality: fingerprint})."""
+         shard_size: int = 1000, progress: bool = True, wait: float = 0.0) -> PackResult:
+    """Pack the manifest's samples with the features named by `selection` ({modality: fingerprint}).
+
+    Holds the store's lock (waiting up to `wait` seconds for it): an extraction must not change the
+    features being gathered, nor gc remove the pack being written."""
     store = Path(store)
+    with store_lock(store, wait=wait):
+        return _pack(store, manifest, selection, task, shard_size, progress)
+
+
+def _pack(store: Path, manifest, selection: dict[str, str], task: str | None, shard_size: int,
+          progress: bool) -> PackResult:
     entries, dropped = _choose(store, manifest, selection)
     task = task or manifest.task()
     classes = _classes([e["label"] for e in entries]) if task == "classification" else None
