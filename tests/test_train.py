@@ -32,7 +32,7 @@ def test_outputs_selection_and_evaluate(pack, tmp_path):
     assert on_disk == metrics
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
     assert all(h["train_batches"] == [5] and h["train_loss"] > 0 for h in metrics["history"])
-    best = max(metrics["history"], key=lambda h: h["valid_metric"])  # first of the ties, like the loop
+    best = min(metrics["history"], key=lambda h: (-h["valid_metric"], h["valid_loss"]))  # ties: lower loss
     assert metrics["best_epoch"] == best["epoch"] and metrics["valid"]["accuracy"] == best["valid_metric"]
     assert set(metrics["test"]) == {"accuracy", "macro_f1", "loss"} and metrics["config"]["backbone"] == "late"
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["epoch-003.pt"]

@@ -39,6 +39,23 @@ def _check_modalities(value: list[str] | None) -> list[str] | None:
     return sorted(set(value))
 
 
+class Augment(BaseModel):
+    """Corruption augmentation (trainers/augment.py): one modality of `share` of each batch's samples is
+    swapped for another sample's (a conflict) or given noise at one of `noise_levels` x the per-dim std."""
+
+    model_config = ConfigDict(extra="forbid")
+    share: float = Field(0.5, ge=0.0, le=1.0)
+    kinds: list[Literal["swap", "noise"]] = Field(default_factory=lambda: ["swap", "noise"], min_length=1)
+    noise_levels: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0], min_length=1)
+
+    @field_validator("noise_levels")
+    @classmethod
+    def _positive_levels(cls, value: list[float]) -> list[float]:
+        if any(v <= 0 for v in value):
+            raise ValueError(f"noise levels must be positive, got {value}")
+        return value
+
+
 class TrainOptions(BaseModel):
     """Options shared by every run of an experiment grid."""
 
@@ -56,6 +73,8 @@ class TrainOptions(BaseModel):
     amp: Literal["auto", "bf16", "off"] = "auto"             # auto: bf16 autocast on CUDA only
     device: str = "auto"                                     # auto: cuda (this rank's GPU) if available
     ogm_alpha: float = Field(0.5, ge=0.0)
+    augment: Augment | None = None                           # corruption augmentation, for any method
+    branch_unimodal_weight: float = Field(0.0, ge=0.0)      # loss on each branch's own logits, for any method
     model_options: dict[str, Any] = Field(default_factory=dict)  # extra build_model keywords
 
     @field_validator("modalities")

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from trainers.config import ConfigError, TrainConfig, load_train_config
 from trainers.backbones import get_backbone
 from trainers.analysis.dynamics import epoch_statistics
+from trainers.augment import corrupt, feature_std
 from trainers.data import BatchSpec, PackInfo, TrainLoader, choose_modalities, eval_loader, read_pack, to_device
 from trainers.metrics import classification_metrics, regression_metrics
 from trainers.models import FusionModel, build_model, ogm_ge_modulate, per_sample_loss
@@ -157,8 +158,12 @@ def average_gradients(model: torch.nn.Module, world_size: int) -> None:
 
 
 def train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer, config: TrainConfig,
-               rt: Runtime, amp: bool) -> torch.Tensor:
-    """One optimiser step; returns the (detached) mean loss of the batch."""
+               rt: Runtime, amp: bool, noise_std: dict | None = None) -> torch.Tensor:
+    """One optimiser step; returns the (detached) mean loss of the batch. With `config.augment`, the batch is
+    corrupted first (noise_std: the training split's per-dim std, see trainers/augment.py)."""
+    raw = model.module if isinstance(model, DistributedDataParallel) else model
+    if config.augment is not None:
+        batch = corrupt(batch, config.augment, noise_std, raw.modalities)
     # OGM-GE rescales each branch's gradient from this rank's own outputs: under DDP the gradients are
     # modulated locally first and averaged after, so every rank still takes the same step. DDP decides
     # at forward time whether backward reduces, so no_sync covers the forward too.
@@ -169,10 +174,11 @@ def train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optim
         loss = per_sample_loss(output.logits.float(), batch["target"]).mean()
         if output.aux_loss is not None:
             loss = loss + output.aux_loss.float()
+        if config.branch_unimodal_weight:
+            loss = loss + config.branch_unimodal_weight * branch_loss(output, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
     if config.method == "ogm_ge":
-        raw = model.module if isinstance(model, DistributedDataParallel) else model
         ogm_ge_modulate(raw, output, batch["target"], config.ogm_alpha, present=batch["present"])
         if modulate_locally:
             average_gradients(raw, rt.world_size)
@@ -180,8 +186,16 @@ def train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optim
     return loss.detach()
 
 
+def branch_loss(output, batch: dict) -> torch.Tensor:
+    """Mean loss of each branch's own logits (the head on its block alone) over the present (sample,
+    modality) pairs: `branch_unimodal_weight` asks every branch to be useful on its own."""
+    losses = torch.stack([per_sample_loss(logits.float(), batch["target"]) for logits in output.unimodal_logits.values()], 1)
+    weight = batch["present"].to(losses.dtype)
+    return (losses * weight).sum() / weight.sum().clamp_min(1)
+
+
 def train_epoch(model, batches, optimizer, config: TrainConfig, rt: Runtime, amp: bool,
-                desc: str = "train") -> dict:
+                desc: str = "train", noise_std: dict | None = None) -> dict:
     """Returns {"train_loss": mean over all ranks' samples, "train_batches": [per rank]}."""
     model.train()
     loss_sum = torch.zeros((), device=rt.device)
@@ -189,7 +203,7 @@ def train_epoch(model, batches, optimizer, config: TrainConfig, rt: Runtime, amp
     for batch in tqdm(batches, desc=desc, unit="batch", leave=False, disable=not rt.is_main):
         batch = to_device(batch, rt.device)
         n = len(batch["sample_id"])
-        loss_sum += train_step(model, batch, optimizer, config, rt, amp) * n
+        loss_sum += train_step(model, batch, optimizer, config, rt, amp, noise_std) * n
         samples, steps = samples + n, steps + 1
     totals = torch.stack([loss_sum.double(), torch.tensor(float(samples), dtype=torch.float64, device=rt.device)])
     per_rank = torch.tensor([steps], device=rt.device)
@@ -227,8 +241,15 @@ def selection_metric(task: str) -> tuple[str, bool]:
     return ("accuracy", True) if task == "classification" else ("mae", False)
 
 
-def is_better(value: float, best: float | None, higher: bool) -> bool:
-    return best is None or (value > best if higher else value < best)
+def is_better(value: float, best: float | None, higher: bool, loss: float | None = None,
+              best_loss: float | None = None) -> bool:
+    """Better on the selection metric, or equal on it with a lower valid loss. Valid accuracy on a small
+    split saturates, and a strict ">" then keeps an early epoch over later ones that fit better."""
+    if best is None:
+        return True
+    if value == best:
+        return loss is not None and best_loss is not None and loss < best_loss
+    return value > best if higher else value < best
 
 
 # ---- checkpoints ------------------------------------------------------------------------------------
@@ -308,7 +329,7 @@ def end_of_epoch(model: FusionModel, optimizer, config: TrainConfig, info: PackI
     name, higher = selection_metric(info.task)
     progress.history.append({**entry, "valid_loss": valid["loss"], "valid_metric": valid[name]})
     record = model_record(model, config, info, modalities)
-    if is_better(valid[name], progress.best_metric, higher):
+    if is_better(valid[name], progress.best_metric, higher, valid["loss"], (progress.best_valid or {}).get("loss")):
         progress.best_epoch, progress.best_metric, progress.best_valid = entry["epoch"], valid[name], valid
         # best.pt before the checkpoint that names it, so no checkpoint points at missing weights
         save_atomic({**record, "epoch": entry["epoch"], "valid": valid}, config.out / "best.pt")
@@ -352,11 +373,12 @@ def _train(config: TrainConfig, rt: Runtime) -> dict:
                           pin_memory=on_gpu)
     valid_batches = eval_loader(info, spec, "valid", batch_size=config.batch_size, num_workers=config.num_workers,
                                 pin_memory=on_gpu, persistent=True) if rt.is_main else None
+    noise_std = training_std(info, spec, config, modalities, rt.device)
 
     for epoch in range(progress.epoch + 1, config.epochs + 1):
         seed_everything(config.seed, epoch, rt.rank)
         entry = {"epoch": epoch, **train_epoch(net, batches.epoch(epoch), optimizer, config, rt, amp,
-                                               desc=f"epoch {epoch}/{config.epochs}")}
+                                               desc=f"epoch {epoch}/{config.epochs}", noise_std=noise_std)}
         if rt.is_main:
             valid = score(*predict(model, valid_batches, rt.device, amp), info.task)
             entry["statistics"] = epoch_statistics(model, valid_batches, rt.device)  # for the dynamics report
@@ -370,6 +392,17 @@ def _train(config: TrainConfig, rt: Runtime) -> dict:
         write_results(model, config, info, spec, modalities, rt, amp)
     barrier(rt)
     return json.loads((config.out / "metrics.json").read_text())
+
+
+def training_std(info: PackInfo, spec: BatchSpec, config: TrainConfig, modalities: list[str],
+                 device: torch.device) -> dict | None:
+    """The training split's per-dim std, for noise augmentation (None when there is none). One pass over the
+    split in a fixed order, so every rank and a resumed run get the same numbers."""
+    if config.augment is None or "noise" not in config.augment.kinds:
+        return None
+    loader = eval_loader(info, spec, "train", batch_size=256, num_workers=config.num_workers,
+                         pin_memory=device.type == "cuda")
+    return {m: std.to(device) for m, std in feature_std(loader, modalities).items()}
 
 
 def evaluate_split(model, info: PackInfo, spec: BatchSpec, split: str, config: TrainConfig,
