@@ -20,6 +20,7 @@ from prefect.futures import wait as wait_for_futures
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from extractors import DecodeError
+from flows.prefect_env import log_temporary_server
 from pipeline.config import ExtractConfig
 from pipeline.extract import ExtractionReport, ModalitySummary, Todo
 from pipeline.manifest import read_manifest
@@ -29,6 +30,8 @@ from storage.lock import store_lock
 GPU_LIMIT = "precal-gpu"  # global concurrency limit for chunks on a GPU: `prefect gcl create precal-gpu --limit N`
 RUNNERS = ("default", "dask")
 DETERMINISTIC = (DecodeError, ValueError, TypeError)  # fail the same way on every try
+
+log_temporary_server()  # before any flow of this package can start Prefect's temporary server
 
 
 def retry_transient(task, task_run, state) -> bool:
