@@ -91,8 +91,13 @@ class Encoder:
         return self
 
     def encode(self, batch: list[Any]) -> list[Features]:
+        """Features of each loaded item, in order. Items go to the model in groups of similar length,
+        so padding one long clip never multiplies memory by the batch size."""
+        outputs: list[Any] = [None] * len(batch)
         with torch.inference_mode():
-            outputs = self._encode(batch)
+            for group in padding_groups([len(item) for item in batch]):
+                for i, out in zip(group, self._encode([batch[i] for i in group])):
+                    outputs[i] = out
         return [self._features(seq, times) for seq, times in outputs]
 
     def _features(self, seq: np.ndarray, times: np.ndarray | None) -> Features:
@@ -144,6 +149,23 @@ def get_encoder(modality: str, name: str | None = None, **options) -> Encoder:
 
 def list_encoders() -> dict[str, list[str]]:
     return {m: sorted(builders) for m, builders in _BUILDERS.items()}
+
+
+def padding_groups(lengths: list[int]) -> list[list[int]]:
+    """Indices grouped by length so that each group, padded to its longest item, takes at most twice
+    the memory of its items themselves: memory follows the longest clip, not batch x longest."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if current and (len(current) + 1) * lengths[i] > 2 * (real + lengths[i]):
+            groups.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += lengths[i]
+    if current:
+        groups.append(current)
+    return groups
 
 
 def unpad(padded: torch.Tensor, lengths: list[int]) -> list[np.ndarray]:

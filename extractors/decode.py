@@ -8,10 +8,12 @@ small chunks so that a long file never needs all its frames in memory.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import av.logging
 import cv2
 import numpy as np
 import soxr
@@ -70,11 +72,21 @@ def _segment(start: float | None, end: float | None, max_seconds: float | None, 
 SEEK_MARGIN = 1.0  # seconds: seek this much early, since seeking in some containers (MPEG-PS) is inexact
 
 
-def _seek(container, stream, seconds: float) -> None:
+INT64_MAX = 2**63 - 1
+
+
+def _seek(container, stream, seconds: float, path) -> None:
     """Seek to a keyframe before `seconds` (absolute); callers drop what comes before the segment."""
     if seconds > SEEK_MARGIN:
-        target = seconds - SEEK_MARGIN
-        container.seek(int(target / stream.time_base), stream=stream, backward=True, any_frame=False)
+        target = int((seconds - SEEK_MARGIN) / stream.time_base)
+        if target > INT64_MAX:  # FFmpeg's timestamps are 64-bit: e.g. start=1e300 cannot even be asked for
+            raise DecodeError(path, f"segment start {seconds:g} s is past the end of the file{_lasting(container)}")
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+
+
+def _lasting(container) -> str:
+    """' (it lasts N s)' when the container knows its duration, for messages about segments."""
+    return "" if container.duration is None else f" (it lasts {container.duration / av.time_base:.3f} s)"
 
 
 def _decode(container, stream, path) -> Iterator:
@@ -162,7 +174,7 @@ def iter_video_frames(
         stream = container.streams.video[0]
         width, height = stream.codec_context.width, stream.codec_context.height
         if not 0 < width * height <= MAX_PIXELS:
-            raise DecodeError(path, f"absurd picture size {width}x{height}")
+            raise DecodeError(path, f"absurd picture size {_picture_size(path, width, height)}")
         _set_threads(stream)
         origin = _origin(container)
         start, end = _segment(start, end, max_seconds, path)
@@ -193,7 +205,7 @@ def iter_video_frames(
                     chunk = []
 
         try:
-            _seek(container, stream, origin + start)
+            _seek(container, stream, origin + start, path)
             for frame in _decode(container, stream, path):
                 if frame.time is None:
                     continue
@@ -202,8 +214,9 @@ def iter_video_frames(
                 yield from show(held if held is not None else frame, t)
                 if t >= seg_len:
                     break
-                held, held_t = frame, max(t, 0.0)
-            if held is not None:  # the last frame lasts one frame period (or to the segment end)
+                held, held_t = frame, t
+            if held is not None:  # the last frame lasts one frame period (or to the segment end), so
+                # a video that ends before the segment starts shows nothing in it
                 period = 1.0 / float(stream.average_rate or stream.guessed_rate or fps)
                 yield from show(held, held_t + period)
         except av.FFmpegError as e:
@@ -211,7 +224,25 @@ def iter_video_frames(
         if chunk:
             yield np.stack(chunk)
         if step == 0:
-            raise DecodeError(path, "no video frames in the requested segment")
+            raise DecodeError(path, f"no video frames in the requested segment{_lasting(container)}")
+
+
+def _picture_size(path, width: int, height: int) -> str:
+    """WxH for a size FFmpeg refused: it then reports 0x0 and names the real size only in its log, so
+    the file is opened again with the log captured (only on this error path)."""
+    if width * height:
+        return f"{width}x{height}"
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture() as logs:
+            av.open(str(path)).close()
+    except av.FFmpegError:
+        pass
+    finally:
+        av.logging.set_level(level)
+    said = [m for _, _, m in logs if re.search(r"\d+x\d+", m)]
+    return re.search(r"\d+x\d+", said[0]).group() if said else "unknown (the header gives none)"
 
 
 def read_video(path, **options) -> np.ndarray:
@@ -264,7 +295,7 @@ def read_audio(
         out: list[np.ndarray] = []
         resampler, pos, stop = None, 0, math.inf  # pos: source-rate index (from start) of the next sample
         try:
-            _seek(container, stream, origin + start)
+            _seek(container, stream, origin + start, path)
             for frame in _decode(container, stream, path):
                 if resampler is None:
                     sr = frame.sample_rate
@@ -290,7 +321,9 @@ def read_audio(
         if not math.isinf(end):
             wave = wave[: round((end - start) * rate)]
         if wave.size == 0:
-            raise DecodeError(path, "no audio samples in the requested segment (zero-length audio)")
+            raise DecodeError(path, f"no audio samples in the requested segment (zero-length audio){_lasting(container)}")
+        if not np.isfinite(wave).all():  # float WAVs can hold NaN/Inf; features of them would be NaN
+            raise DecodeError(path, "audio samples include NaN or infinite values")
         return wave
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +62,21 @@ def _init_worker(_: int) -> None:
     # Forked workers inherit the parent's Python SIGTERM handler (Prefect's raises); being terminated
     # at shutdown must not look like a crash.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """A worker whose parent is killed (the OOM killer's SIGKILL) would otherwise block forever on its
+    queue, holding ~1 GB and everything it inherited; the kernel kills it with its parent instead."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # died before prctl took effect
+        os._exit(1)
 
 
 def extract_features(
@@ -71,7 +89,8 @@ def extract_features(
     amp: bool = True,
     progress: bool = False,
 ) -> Iterator[tuple[Sample, Features | DecodeError]]:
-    """Yield (sample, Features or DecodeError) for every sample, in input order.
+    """Yield (sample, Features or DecodeError) for every sample, in input order; closing the generator
+    early stops its decoding workers at once.
 
     Workers run `encoder.loader` (decode + light preprocessing, no model); the main process encodes
     each batch of good items at once under inference mode, with bf16/fp16 autocast on CUDA (`amp`).
@@ -104,3 +123,4 @@ def extract_features(
                 yield samples[done + i], encoded.get(i, item)
             done += len(items)
             bar.update(len(items))
+
