@@ -7,6 +7,7 @@ whose shard is still there, and finishes the rest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -19,10 +20,11 @@ from tqdm.auto import tqdm
 from extractors import DecodeError, Encoder, Features, extract_features, get_encoder
 from pipeline.config import ExtractConfig
 from pipeline.manifest import Manifest, Sample
+from storage.atomic import write_bytes_atomic
 from storage.catalog import Catalog
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
 from storage.lock import store_lock
-from storage.shards import json_bytes, npy_bytes, write_shard
+from storage.shards import check_member_names, json_bytes, npy_bytes, write_shard
 
 DTYPES = ("float16", "float32")
 
@@ -92,22 +94,28 @@ def extract_modality(todo: list[Todo], encoder: Encoder, store: Path, *, dtype: 
     started = time.perf_counter()
     hashes = {t.sample.sample_id: t.content_hash for t in todo}
     catalog = Catalog(store)
-    pending: list[tuple[Sample, Features]] = []
+    pending: list[tuple[Sample, list[int], dict]] = []  # (sample, shape, shard members)
     failed_rows: list[dict] = []
     results = extract_features([t.sample for t in todo], encoder, batch_size=batch_size,
                                num_workers=num_workers, device=device)
     bar = tqdm(results, total=len(todo), desc=f"extract {encoder.modality}:{encoder.name}", disable=not progress, unit="clip")
-    for sample, result in bar:
-        if isinstance(result, DecodeError):
-            failed_rows.append(_failed_row(sample, hashes[sample.sample_id], encoder, fingerprint, str(result)))
-            summary.failed += 1
-            summary.errors.append(f"{sample.sample_id}: {result}")
-        else:
-            pending.append((sample, result))
-        if len(pending) >= shard_size:
-            _commit(pending, failed_rows, hashes, encoder, fingerprint, dtype, store, catalog, summary)
-            pending, failed_rows = [], []
-    _commit(pending, failed_rows, hashes, encoder, fingerprint, dtype, store, catalog, summary)
+    # closing: on any error (a full disk, say) the decoding workers stop now, not when the traceback is freed
+    with contextlib.closing(results):
+        for sample, result in bar:
+            try:
+                if isinstance(result, DecodeError):
+                    raise result
+                shape = list(result.array.shape)
+                pending.append((sample, shape, _members(sample, result, hashes[sample.sample_id], encoder,
+                                                        fingerprint, dtype)))
+            except (DecodeError, UnstorableError) as problem:  # this sample fails, not its chunk
+                failed_rows.append(_failed_row(sample, hashes[sample.sample_id], encoder, fingerprint, str(problem)))
+                summary.failed += 1
+                summary.errors.append(f"{sample.sample_id}: {problem}")
+            if len(pending) >= shard_size:
+                _commit(pending, failed_rows, hashes, encoder, fingerprint, dtype, store, catalog, summary)
+                pending, failed_rows = [], []
+        _commit(pending, failed_rows, hashes, encoder, fingerprint, dtype, store, catalog, summary)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -116,14 +124,13 @@ def _commit(pending, failed_rows, hashes, encoder, fingerprint, dtype, store, ca
     rows = list(failed_rows)
     if pending:
         rel = Path("features") / encoder.modality / fingerprint / f"shard-{time.time_ns()}-{uuid.uuid4().hex[:6]}.tar"
-        members = [(s.sample_id, _members(s, f, hashes[s.sample_id], encoder, fingerprint, dtype)) for s, f in pending]
-        digest = write_shard(store / rel, members)
+        digest = write_shard(store / rel, [(s.sample_id, members) for s, _, members in pending])
         size = (store / rel).stat().st_size
-        for sample, features in pending:
+        for sample, shape, _ in pending:
             rows.append({
                 "sample_id": sample.sample_id, "modality": encoder.modality, "encoder": encoder.name,
                 "fingerprint": fingerprint, "content_hash": hashes[sample.sample_id], "status": "ok",
-                "shard": rel.as_posix(), "shape": list(features.array.shape), "dtype": dtype,
+                "shard": rel.as_posix(), "shape": shape, "dtype": dtype,
                 "shard_sha256": digest, "shard_bytes": size,
             })
         summary.ok += len(pending)
@@ -131,14 +138,45 @@ def _commit(pending, failed_rows, hashes, encoder, fingerprint, dtype, store, ca
     catalog.append(rows)
 
 
+class UnstorableError(ValueError):
+    """A sample's features cannot be stored as they are; it becomes a failed row with this reason."""
+
+
 def _members(sample: Sample, features: Features, digest: str, encoder: Encoder, fingerprint: str, dtype: str) -> dict:
+    """The sample's shard members, checked here so that a bad one fails its sample and not the shard."""
     array = features.array.astype(dtype)
+    _check_finite(features.array, array, dtype, _source(sample, encoder.modality))
     meta = {
         "sample_id": sample.sample_id, "shape": list(array.shape), "dtype": dtype,
         "timestamps": None if features.timestamps is None else np.asarray(features.timestamps).round(4).tolist(),
         "content_hash": digest, "encoder": encoder.name, "fingerprint": fingerprint,
     }
-    return {"npy": npy_bytes(array), "json": json_bytes(meta)}
+    members = {"npy": npy_bytes(array), "json": json_bytes(meta)}
+    try:
+        check_member_names(sample.sample_id, members)
+    except ValueError as err:
+        raise UnstorableError(f"sample {sample.sample_id}: {err}") from None
+    return members
+
+
+def _check_finite(computed: np.ndarray, stored: np.ndarray, dtype: str, source: str) -> None:
+    """NaN or infinite features (from NaN/Inf input, or values beyond float16) would train to NaN."""
+    if np.isfinite(stored).all():
+        return
+    bad = int(np.size(computed) - np.isfinite(computed).sum())
+    if bad:
+        raise UnstorableError(f"{source}: the encoder produced {bad} NaN or infinite feature values "
+                              "(the input holds NaN/Inf or extreme values)")
+    largest = float(np.abs(computed).max())
+    raise UnstorableError(f"{source}: features overflow {dtype} (largest magnitude {largest:.3g}, beyond "
+                          f"{float(np.finfo(dtype).max):.6g}); extract with --dtype float32")
+
+
+def _source(sample: Sample, modality: str) -> str:
+    """Where a modality of the sample comes from, for messages."""
+    if modality == "text":
+        return f"<text of sample {sample.sample_id}>"
+    return str(sample.video if modality == "video" or sample.audio is None else sample.audio)
 
 
 def _failed_row(sample: Sample, digest: str, encoder: Encoder, fingerprint: str, reason: str) -> dict:
@@ -154,14 +192,23 @@ def build_encoder(modality: str, name: str | None = None, options: dict | None =
     return get_encoder(modality, name, **(options or {}))
 
 
-def record_encoder(store: Path, encoder: Encoder, fingerprint: str, name: str | None, options: dict) -> None:
-    """Keep how the features were made beside them, so `verify --repair` can make them again."""
-    folder = store / "features" / encoder.modality / fingerprint
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "encoder.json"
-    if not path.is_file():
-        info = {"modality": encoder.modality, "name": name, "options": options, "settings": encoder.describe()}
-        path.write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
+def record_encoder(store: Path, encoder: Encoder, fingerprint: str, name: str | None, options: dict,
+                   dtype: str) -> None:
+    """Keep how the features were made beside them, so `verify --repair` can make them again. Rewritten
+    whenever it does not read back as this record (a torn or edited file is mended, not trusted)."""
+    path = store / "features" / encoder.modality / fingerprint / "encoder.json"
+    info = {"modality": encoder.modality, "name": name, "options": options, "dtype": dtype,
+            "settings": encoder.describe()}
+    text = json.dumps(info, indent=2, sort_keys=True, default=str)
+    if _read_text(path) != text:
+        write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 @dataclass
@@ -192,7 +239,8 @@ def extract_one_modality(manifest: Manifest, store: Path, modality: str, config:
     choice = config.modalities[modality]
     encoder = build_encoder(modality, choice.name, choice.options)
     todo, skipped = plan(manifest, store, encoder, config.dtype, retry_failed=config.retry_failed)
-    record_encoder(store, encoder, store_fingerprint(encoder, config.dtype), choice.name, choice.options)
+    record_encoder(store, encoder, store_fingerprint(encoder, config.dtype), choice.name, choice.options,
+                   config.dtype)
     summary = extract_modality(todo, encoder, store, dtype=config.dtype, shard_size=config.shard_size,
                                batch_size=config.batch_size, num_workers=config.num_workers,
                                device=config.device, progress=progress)

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 SPLITS = ("train", "valid", "test")
 MODALITIES = ("text", "audio", "video")
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+# Shard members are named `<id>.<modality>.npy` in ustar tar headers of 100 bytes; this leaves room.
+MAX_ID_LENGTH = 80
 REQUIRED = ("sample_id", "split", "label")
 
 
@@ -72,8 +73,11 @@ class Manifest:
         return "classification"
 
 
-def read_table(path: Path) -> pa.Table:
+def read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """(column names, rows as dicts) of a CSV, JSONL or Parquet manifest."""
     suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return _read_jsonl(path)
     if suffix == ".csv":
         # Everything as bytes, decoded per value: ids like "007" must not change type, and one row
         # with invalid UTF-8 must be reported as that row, not fail the file. An unquoted empty
@@ -82,12 +86,33 @@ def read_table(path: Path) -> pa.Table:
             names = reader.schema.names
         opts = pacsv.ConvertOptions(column_types={n: pa.binary() for n in names}, strings_can_be_null=True,
                                     quoted_strings_can_be_null=False, check_utf8=False)
-        return pacsv.read_csv(path, convert_options=opts)
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        return pajson.read_json(path)
-    if suffix == ".parquet":
-        return pq.read_table(path)
-    raise ManifestError(path, [f"unknown manifest format {suffix!r}: use .csv, .jsonl or .parquet"])
+        table = pacsv.read_csv(path, convert_options=opts)
+    elif suffix == ".parquet":
+        table = pq.read_table(path)
+    else:
+        raise ManifestError(path, [f"unknown manifest format {suffix!r}: use .csv, .jsonl or .parquet"])
+    return table.column_names, table.to_pylist()
+
+
+UNPARSED = "__unparsed__"  # key of a JSONL row that could not be read, holding why
+
+
+def _read_jsonl(path: Path) -> tuple[list[str], list[dict]]:
+    """One JSON object per line, each row keeping its own value types: pyarrow's reader wants one type
+    per column and rejected the whole file when one label was a number and another a string. A line
+    that is not a JSON object stays a row, reported by number like any other bad row."""
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                row = {UNPARSED: f"not valid JSON ({err.msg} at column {err.colno})"}
+            rows.append(row if isinstance(row, dict) else {UNPARSED: "not a JSON object"})
+    columns = list(dict.fromkeys(key for row in rows for key in row if key != UNPARSED))
+    return columns, rows
 
 
 def read_manifest(path: str | Path, *, allow_outside_root: bool = False, check_files: bool = True,
@@ -101,16 +126,16 @@ def read_manifest(path: str | Path, *, allow_outside_root: bool = False, check_f
     if not path.is_file():
         raise ManifestError(path, ["the manifest file does not exist"])
     try:
-        table = read_table(path)
+        columns, rows = read_rows(path)
     except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as err:
         raise ManifestError(path, [f"cannot be parsed: {err}"]) from err
     root = path.parent.resolve()
-    missing = [c for c in REQUIRED if c not in table.column_names]
+    missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise ManifestError(path, [f"missing required column(s): {', '.join(missing)}"])
     problems: list[str] = []
     samples, seen = [], {}
-    for i, row in enumerate(table.to_pylist(), start=1):
+    for i, row in enumerate(rows, start=1):
         sample = _parse_row(row, i, root, allow_outside_root, check_files, problems)
         if sample is None:
             continue
@@ -119,7 +144,7 @@ def read_manifest(path: str | Path, *, allow_outside_root: bool = False, check_f
             continue
         seen[sample.sample_id] = i
         samples.append(sample)
-    if not table.num_rows:
+    if not rows:
         problems.append("the manifest has no rows")
     if problems and (strict or not samples):
         raise ManifestError(path, problems)
@@ -145,17 +170,25 @@ def _decode(row: dict, i: int, problems: list[str]) -> dict:
 
 
 def _parse_row(row: dict, i: int, root: Path, allow_outside: bool, check_files: bool, problems: list[str]) -> Sample | None:
+    if UNPARSED in row:
+        problems.append(f"row {i}: {row[UNPARSED]}")
+        return None
     before = len(problems)
     row = _decode(row, i, problems)
     sample_id = "" if _blank(row.get("sample_id")) else str(row["sample_id"]).strip()
     if not SAFE_ID.match(sample_id):
         problems.append(f"row {i}: sample_id {sample_id!r} must be non-empty and use only letters, digits, '-' and '_'")
+    elif len(sample_id) > MAX_ID_LENGTH:
+        problems.append(f"row {i}: sample_id {sample_id[:20]}... is {len(sample_id)} characters long; at most "
+                        f"{MAX_ID_LENGTH} are allowed (shard member names are limited to 100 bytes)")
     split = str(row.get("split") or "").strip()
     if split not in SPLITS:
         problems.append(f"row {i}: split {split!r} is not one of {', '.join(SPLITS)}")
     label = _parse_label(row.get("label"))
     if label is None:
         problems.append(f"row {i}: label is empty")
+    elif isinstance(label, float) and not math.isfinite(label):
+        problems.append(f"row {i}: label {row.get('label')!r} is not a finite number")
     media = {m: _resolve(row.get(m), m, i, root, allow_outside, check_files, problems) for m in ("video", "audio")}
     text = None if row.get("text") is None else str(row["text"])
     start, end = (_parse_time(row.get(k), k, i, problems) for k in ("start", "end"))
@@ -169,17 +202,23 @@ def _parse_row(row: dict, i: int, root: Path, allow_outside: bool, check_files: 
 
 
 def _parse_label(value) -> str | float | int | None:
+    """A class name, or a number; a whole number is an int however it is written (`1`, `1.0`, "1.0"),
+    so that it is one class."""
     if _blank(value):
         return None
     if isinstance(value, (int, float)):
-        return value
+        return _whole(value)
     text = str(value).strip()
     for cast in (int, float):
         try:
-            return cast(text)
+            return _whole(cast(text))
         except ValueError:
             pass
     return text
+
+
+def _whole(number: int | float) -> int | float:
+    return int(number) if isinstance(number, float) and number.is_integer() else number
 
 
 def _parse_time(value, name: str, i: int, problems: list[str]) -> float | None:
@@ -190,8 +229,8 @@ def _parse_time(value, name: str, i: int, problems: list[str]) -> float | None:
     except (TypeError, ValueError):
         problems.append(f"row {i}: {name} {value!r} is not a number of seconds")
         return None
-    if seconds < 0 or math.isnan(seconds):
-        problems.append(f"row {i}: {name} must be >= 0 seconds, got {value!r}")
+    if not 0 <= seconds < math.inf:
+        problems.append(f"row {i}: {name} must be a finite number of seconds >= 0, got {value!r}")
         return None
     return seconds
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from storage.shards import TMP_MARK, fsync_dir
+from storage.shards import TMP_MARK, fsync_dir, full_disk_stops
 
 SCHEMA = pa.schema(
     [
@@ -36,6 +36,11 @@ SCHEMA = pa.schema(
     ]
 )
 KEY = ("sample_id", "modality", "fingerprint")
+DAMAGED_MARK = ".damaged"  # suffix of a part set aside: no longer *.parquet, so no longer read
+
+
+class CatalogError(RuntimeError):
+    """A catalog part that cannot be read; the message names it and how to set it aside."""
 
 
 def now() -> datetime:
@@ -62,9 +67,14 @@ class Catalog:
         # Name sorts by time, so a listing of parts is also their order of writing.
         final = self.dir / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = final.with_name(final.name + f"{TMP_MARK}{os.getpid()}")
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        try:
+            with full_disk_stops(final):
+                pq.write_table(table, tmp)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, final)
         fsync_dir(self.dir)
         return final
@@ -73,7 +83,37 @@ class Catalog:
         parts = self.parts()
         if not parts:
             return SCHEMA.empty_table()
-        return ds.dataset([str(p) for p in parts], schema=SCHEMA, format="parquet").to_table()
+        try:
+            return ds.dataset([str(p) for p in parts], schema=SCHEMA, format="parquet").to_table()
+        except (pa.ArrowException, OSError) as err:
+            damaged = self.damaged_parts()
+            if not damaged:
+                raise CatalogError(f"{self.dir}: the catalog cannot be read ({err})") from err
+            part, reason = damaged[0]
+            raise CatalogError(
+                f"{part}: damaged catalog part ({reason}); `precal gc --store {self.dir.parent} --set-aside-damaged` "
+                "moves it aside, and the samples it recorded are extracted again on the next run") from err
+
+    def damaged_parts(self) -> list[tuple[Path, str]]:
+        """(part, reason) for each part that cannot be read on its own (only looked for after a failed read)."""
+        damaged = []
+        for part in self.parts():
+            try:
+                pq.read_table(part, schema=SCHEMA)
+            except (pa.ArrowException, OSError) as err:
+                damaged.append((part, str(err)))
+        return damaged
+
+    def set_aside_damaged(self) -> list[Path]:
+        """Rename unreadable parts to `<part>.damaged` (kept for inspection, no longer read); return the new names."""
+        moved = []
+        for part, _ in self.damaged_parts():
+            target = part.with_name(part.name + DAMAGED_MARK)
+            os.replace(part, target)
+            moved.append(target)
+        if moved:
+            fsync_dir(self.dir)
+        return moved
 
     def latest(self) -> list[dict]:
         """The newest row per (sample, modality, fingerprint)."""

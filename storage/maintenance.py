@@ -12,13 +12,20 @@ from storage.shards import TMP_MARK, sha256_file
 
 
 def status(store: Path) -> dict:
-    """Counts per (modality, encoder, fingerprint) from the newest catalog rows, and the failures."""
+    """Counts per (modality, encoder, fingerprint) from the newest catalog rows, and the failures.
+
+    An `ok` row whose shard is gone counts as `missing`, not ok: its features cannot be read
+    (`precal verify --repair` extracts them again)."""
     latest = Catalog(store).latest()
+    present: dict[str, bool] = {}  # shard -> exists, one stat per shard
     groups: dict[tuple, Counter] = {}
     for row in latest:
-        groups.setdefault((row["modality"], row["encoder"], row["fingerprint"]), Counter())[row["status"]] += 1
-    features = [{"modality": m, "encoder": e, "fingerprint": f, "ok": c["ok"], "failed": c["failed"]}
-                for (m, e, f), c in sorted(groups.items())]
+        state = row["status"]
+        if state == "ok" and not present.setdefault(row["shard"], (store / row["shard"]).is_file()):
+            state = "missing"
+        groups.setdefault((row["modality"], row["encoder"], row["fingerprint"]), Counter())[state] += 1
+    features = [{"modality": m, "encoder": e, "fingerprint": f, "ok": c["ok"], "failed": c["failed"],
+                 "missing": c["missing"]} for (m, e, f), c in sorted(groups.items())]
     failed = [{k: row[k] for k in ("sample_id", "modality", "encoder", "fingerprint", "error")}
               for row in latest if row["status"] == "failed"]
     packs = sorted(p.name for p in (store / "packed").glob("*") if (p / "pack.json").is_file()) if (store / "packed").is_dir() else []
@@ -52,9 +59,15 @@ def verify(store: Path, progress=None) -> VerifyReport:
     return report
 
 
-def gc(store: Path, dry_run: bool = False) -> list[Path]:
-    """Remove feature shards and packs nothing references, and temporaries left by crashes."""
-    referenced = {row["shard"] for row in Catalog(store).latest() if row["status"] == "ok"}
+def gc(store: Path, dry_run: bool = False, set_aside_damaged: bool = False) -> list[Path]:
+    """Remove feature shards and packs nothing references, and temporaries left by crashes.
+
+    With `set_aside_damaged`, unreadable catalog parts are first renamed `*.damaged` (their samples
+    are then extracted again) instead of stopping gc with an error naming them."""
+    catalog = Catalog(store)
+    if set_aside_damaged and not dry_run:
+        catalog.set_aside_damaged()
+    referenced = {row["shard"] for row in catalog.latest() if row["status"] == "ok"}
     doomed = []
     features = store / "features"
     if features.is_dir():
@@ -67,6 +80,14 @@ def gc(store: Path, dry_run: bool = False) -> list[Path]:
             doomed += [p for p in folder.iterdir() if TMP_MARK in p.name]
     if not dry_run:
         for path in doomed:
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        Catalog(store).compact()
+            _remove(path)
+        catalog.compact()
     return doomed
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, a link (never what it points to) or a folder left by a crashed pack."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

@@ -6,18 +6,49 @@ metadata `.json`. A reader that finds a shard under its final name can trust it 
 
 from __future__ import annotations
 
+import ast
+import errno
 import hashlib
 import io
 import json
+import math
 import os
+import stat
 import tarfile
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-TMP_MARK = ".tmp-"
+from storage.atomic import TMP_MARK, fsync_dir
+
+NAME_LIMIT = 100  # bytes of a ustar member name (no '/' in ours, so no prefix field to spill into)
+NPY_MAGIC = b"\x93NUMPY"
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class NotRegularFileError(OSError):
+    """A FIFO, device or directory where a file's bytes were expected: reading it could block forever."""
+
+
+class StoreFullError(OSError):
+    """The store's disk (or quota) is full: every further write would fail too, so the run stops."""
+
+
+@contextmanager
+def full_disk_stops(path: Path):
+    """Turn ENOSPC/EDQUOT while writing `path` into a StoreFullError that says what to do."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in DISK_FULL or isinstance(err, StoreFullError):
+            raise
+        raise StoreFullError(err.errno, f"no space left on the store's device while writing {path}; free space "
+                             "and run again (what was committed before is kept)") from err
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -27,7 +58,39 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 def load_npy(data: bytes) -> np.ndarray:
+    check_npy(data)
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def check_npy(data: bytes) -> tuple[np.dtype, tuple[int, ...]]:
+    """(dtype, shape) of a .npy member, after checking that its header describes exactly its bytes:
+    no object dtype (pickle), no negative or missing dimensions; else ValueError saying what is wrong."""
+    if data[:6] != NPY_MAGIC or len(data) < 10:
+        raise ValueError("not a .npy array (bad magic bytes)")
+    width = 2 if data[6] == 1 else 4  # format 1.0 has a 2-byte header length, 2.0 and 3.0 a 4-byte one
+    start = 8 + width + int.from_bytes(data[8:8 + width], "little")
+    try:
+        fields = ast.literal_eval(data[8 + width:start].decode("latin1"))
+        dtype = np.lib.format.descr_to_dtype(fields["descr"])
+        shape = fields["shape"]
+    except (ValueError, SyntaxError, TypeError, KeyError) as err:
+        raise ValueError(f".npy header cannot be read ({err})") from None
+    if dtype.hasobject:
+        raise ValueError(".npy holds Python objects, which need pickle (refused)")
+    if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
+        raise ValueError(f".npy shape {shape!r} is not a tuple of non-negative integers")
+    if len(data) - start != math.prod(shape) * dtype.itemsize:
+        raise ValueError(f".npy shape {shape} of {dtype} needs {math.prod(shape) * dtype.itemsize} bytes, "
+                         f"the member holds {len(data) - start}")
+    return dtype, shape
+
+
+def check_member_names(key: str, extensions) -> None:
+    """ValueError when a sample's member names do not fit a tar header, before anything is written."""
+    for ext in extensions:
+        size = len(f"{key}.{ext}".encode())
+        if size > NAME_LIMIT:
+            raise ValueError(f"member name {key}.{ext} is {size} bytes; tar shards allow {NAME_LIMIT}")
 
 
 def json_bytes(obj) -> bytes:
@@ -35,19 +98,16 @@ def json_bytes(obj) -> bytes:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a regular file's bytes; NotRegularFileError for anything else (a FIFO would block the
+    open or the read forever, /dev/zero never ends)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(f"{path}: not a regular file")
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> str:
@@ -55,10 +115,12 @@ def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        with open(tmp, "wb") as raw:
+        with full_disk_stops(path), open(tmp, "wb") as raw:
             with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
                 for key, members in samples:
+                    check_member_names(key, members)
                     for ext, data in members.items():
+                        _check_member(key, ext, data)
                         _add_member(tar, f"{key}.{ext}", data)
             raw.flush()
             os.fsync(raw.fileno())
@@ -69,6 +131,15 @@ def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> 
         tmp.unlink(missing_ok=True)
         raise
     return digest
+
+
+def _check_member(key: str, ext: str, data: bytes) -> None:
+    """Every array in a shard must load: a malformed one (copied from a tampered shard) stops the write."""
+    if ext.endswith("npy"):
+        try:
+            check_npy(data)
+        except ValueError as err:
+            raise ValueError(f"sample {key}: member {key}.{ext}: {err}") from None
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
