@@ -204,6 +204,14 @@ def record_encoder(store: Path, encoder: Encoder, fingerprint: str, name: str | 
         write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def recorded_dtype(info: dict, path: Path) -> str:
+    """The storage dtype an encoder.json records (records written before precal kept it lack it)."""
+    if info.get("dtype") not in DTYPES:
+        raise ValueError(f"{path} does not record the features' dtype (written by an older precal): "
+                         "run `precal extract` with the same encoders once to bring it up to date")
+    return info["dtype"]
+
+
 def _read_text(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")

@@ -9,7 +9,6 @@ the training config's hash and the pack id.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +19,7 @@ from pipeline.config import ConfigError, ExtractConfig, PipelineConfig
 from pipeline.extract import (ModalitySummary, Todo, build_encoder, extract_modality, plan, record_encoder,
                               store_fingerprint)
 from pipeline.manifest import Manifest
+from storage.atomic import write_json_atomic
 from storage.catalog import Catalog
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
 
@@ -61,7 +61,7 @@ def plan_extraction(manifest: Manifest, store: Path, config: ExtractConfig) -> E
     for modality, choice in config.modalities.items():
         encoder = build_encoder(modality, choice.name, choice.options)
         fingerprint = store_fingerprint(encoder, config.dtype)
-        record_encoder(store, encoder, fingerprint, choice.name, choice.options)
+        record_encoder(store, encoder, fingerprint, choice.name, choice.options, config.dtype)
         todo, skipped = plan(manifest, store, encoder, config.dtype, retry_failed=config.retry_failed,
                              latest=latest, files=files)
         plans.append(ModalityPlan(modality, encoder.name, fingerprint, todo, skipped))
@@ -199,10 +199,7 @@ def read_stages(out: Path) -> dict:
 
 def write_json(path: Path, data: dict) -> None:
     """Written whole or not at all (a temporary file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(path, data, indent=2, default=str)
 
 
 def _write(out: Path, data: dict) -> None:

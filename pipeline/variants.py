@@ -32,8 +32,10 @@ from tqdm.auto import tqdm
 
 from extractors.decode import read_audio
 from pipeline.config import EncoderChoice, ExtractConfig
-from pipeline.extract import ExtractionReport, build_encoder, extract_one_modality, selection_for, store_fingerprint
+from pipeline.extract import (ExtractionReport, build_encoder, extract_one_modality, recorded_dtype, selection_for,
+                              store_fingerprint)
 from pipeline.manifest import Manifest, Sample, read_manifest, write_manifest
+from storage.atomic import write_json_atomic
 from storage.catalog import KEY, Catalog
 from storage.lock import store_lock
 from storage.pack import pack
@@ -153,11 +155,11 @@ def extraction_config_for(store: Path, selection: dict[str, str], **settings) ->
         info = json.loads(record.read_text())
         choices[m] = EncoderChoice(name=info.get("name"), options=info.get("options") or {})
         encoder = build_encoder(m, choices[m].name, choices[m].options)
-        found = [d for d in ("float16", "float32") if store_fingerprint(encoder, d) == fingerprint]
-        if not found:
+        dtype = recorded_dtype(info, record)
+        if store_fingerprint(encoder, dtype) != fingerprint:
             raise ValueError(f"the {m} encoder recorded in {record} no longer gives fingerprint {fingerprint} "
                              "(the encoder or its weights changed since the pack was made)")
-        dtypes.add(found[0])
+        dtypes.add(dtype)
     if len(dtypes) != 1:
         raise ValueError(f"the pack's modalities were stored with different dtypes {sorted(dtypes)}")
     return ExtractConfig(modalities=choices, dtype=dtypes.pop(), **settings)
@@ -229,7 +231,5 @@ def build_variant(samples: list[Sample], store: Path, config: ExtractConfig, tas
     record = {"version": VARIANT_VERSION, "kind": kind, "modality": modality, "severity": severity,
               "level": levels[severity - 1], "pack": str(pack_path), "samples": len(samples),
               "extraction": report.to_dict()}
-    tmp = record_path.with_name(record_path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, record_path)
+    write_json_atomic(record_path, record, indent=2)
     return {**record, "cached": False}

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from storage.atomic import write_json_atomic
 from storage.shards import sha256_file
 
 
@@ -47,10 +47,7 @@ class FileHashCache:
     def save(self) -> None:
         if not self.changed:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.entries))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self.entries)
         self.changed = False
 
 

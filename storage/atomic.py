@@ -1,0 +1,41 @@
+"""State files written whole or not at all: a temporary name in the same folder, fsync, rename, fsync the folder.
+
+A reader (or a process started after a crash) finds either the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+TMP_MARK = ".tmp-"  # in every temporary name, so that gc can recognise a crash's leftovers
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, obj, **dumps) -> None:
+    """JSON as text (`dumps` go to json.dumps); NaN and infinities are refused: they are not JSON."""
+    write_bytes_atomic(path, json.dumps(obj, allow_nan=False, **dumps).encode("utf-8"))
