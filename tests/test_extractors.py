@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from extractors import (
     DecodeError,
@@ -21,6 +22,7 @@ from extractors import (
     read_video,
 )
 from pipeline.manifest import Sample
+from tests.helpers import assert_features_agree
 
 RATE, HOP = 16_000, 160
 
@@ -282,3 +284,20 @@ def test_loaders_hold_only_settings(encoders):
         assert dataclasses.is_dataclass(enc.loader)
         for value in dataclasses.asdict(enc.loader).values():
             assert value is None or isinstance(value, (str, int, float, bool, tuple, list))
+
+
+def test_stored_features_agree_across_thread_counts(grid):
+    """What the README promises across machines, checked across torch thread counts: the float16 features
+    agree within float16 resolution (the summation order may differ, so bits may not)."""
+    enc = get_encoder("text", "minilm")
+    samples = [sample(p.stem, text=words(p)) for p in grid]
+    stored = {}
+    for threads in (1, 2):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            stored[threads] = [f.array.astype(np.float16) for _, f in extract_features(samples, enc, batch_size=4)]
+        finally:
+            torch.set_num_threads(before)
+    for one, two in zip(stored[1], stored[2]):
+        assert_features_agree(one, two)
