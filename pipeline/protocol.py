@@ -68,3 +68,16 @@ def prepare_build(config: ProtocolData, name: str, progress: bool = True) -> Bui
                            f"see `precal status --store {store} --failed`")
     result = pack(store, manifest, selection_for(store, config.extract), progress=progress)
     return Build(manifest_path, folder / "perturbations.csv", result.path)
+
+
+def run_protocol(config, progress: bool = True) -> dict:
+    """The whole protocol for a trainers.protocol.ProtocolConfig: data, training, evaluation, results;
+    each step skips what is done. Returns what results.json holds."""
+    from trainers.protocol import plan_runs, train_all
+    from trainers.protocol_eval import evaluate_runs, write_results
+
+    builds = prepare(config.data, progress=progress)
+    runs = plan_runs(config, {name: build.pack for name, build in builds.items()})
+    train_all(runs)
+    evaluations = evaluate_runs(runs, {name: (build.pack, build.perturbations) for name, build in builds.items()})
+    return write_results(config, runs, evaluations)
