@@ -289,10 +289,18 @@ def experiment(
     manifest: Optional[Path] = typer.Option(None, help="Source manifest, for raw-level corruption in the analysis."),
 ):
     """Run a grid (backbones x methods x seeds); write results.json and results.md (mean and std over seeds),
-    then the analyses and HTML report of every run (see `precal analyse`)."""
+    then the analyses and HTML report of every run (see `precal analyse`).
+
+    A preset with a `protocol:` section (pipeline/presets/avdigits-protocol.yaml) runs the calibration
+    protocol instead: it builds the AV-digits test sets it needs (perturbed share 0.0 and 1.0), trains the
+    grid, and writes results.json and results.md with paired bootstrap intervals."""
     from trainers.config import ConfigError, load_experiment_config
     from trainers.experiment import run_experiment, summarize
+    from trainers.protocol import is_protocol_file
 
+    if is_protocol_file(config):
+        run_protocol_preset(config)
+        return
     try:
         experiment_config = load_experiment_config(config)
         runs = run_experiment(experiment_config)
@@ -304,6 +312,22 @@ def experiment(
 
         analyse_experiment(experiment_config.out, manifest=manifest, raw=manifest is not None)
         console.print(f"analysis: {experiment_config.out / 'analysis'}")
+
+
+def run_protocol_preset(config: Path) -> None:
+    from pipeline.protocol import run_protocol
+    from trainers.config import ConfigError
+    from trainers.protocol import load_protocol_config
+
+    try:
+        protocol = load_protocol_config(config)
+        results = run_protocol(protocol)
+    except ConfigError as err:
+        fail(str(err))
+    for verdict in results["verdicts"]:
+        console.print(f"{verdict['regime']}/{verdict['backbone']}: AUROC {verdict['auroc_pert']}, "
+                      f"pert {verdict['pert_vs_strongest']}, clean {verdict['clean_vs_strongest']}", soft_wrap=True)
+    console.print(f"results: {protocol.out / 'results.md'}")
 
 
 @app.command()
