@@ -171,7 +171,8 @@ def verify(
     manifest: Optional[Path] = typer.Option(None, help="The manifest the store was extracted from (for --repair)."),
     allow_outside_root: bool = typer.Option(False, help="Allow manifest paths outside the manifest's folder."),
 ):
-    """Check every shard against the sha256 recorded in the catalog and name each bad one."""
+    """Check every shard against the sha256 recorded in the catalog, and every pack's shards against its
+    pack.json, and name each bad one."""
     from pipeline.repair import repair_store
     from storage.maintenance import verify as verify_store
 
@@ -181,6 +182,7 @@ def verify(
     for shard, reason in sorted(report.bad.items()):
         console.print(f"[red]bad[/red] {shard}: {reason} ({len(report.samples[shard])} samples)")
     console.print(f"{report.checked} shards checked, {len(report.bad)} bad")
+    bad_packs = _verify_packs(store)
     if repair and report.bad:
         if manifest is None:
             fail("--repair needs --manifest (the samples are extracted again from their sources)")
@@ -188,6 +190,21 @@ def verify(
         console.print(f"repaired: {sum(s.ok for s in summaries)} samples re-extracted")
     elif report.bad:
         raise typer.Exit(1)
+    if bad_packs:
+        raise typer.Exit(1)
+
+
+def _verify_packs(store: Path) -> int:
+    """Name each pack whose shards do not match its pack.json; return how many."""
+    from storage.pack import verify_packs
+
+    results = verify_packs(store)
+    bad = {pack_id: reason for pack_id, reason in results.items() if reason}
+    for pack_id, reason in sorted(bad.items()):
+        console.print(f"[red]bad pack[/red] packed/{pack_id}: {reason} (`precal pack` with the same manifest "
+                      "and encoders rebuilds it)", soft_wrap=True)
+    console.print(f"{len(results)} packs checked, {len(bad)} bad")
+    return len(bad)
 
 
 @app.command()
@@ -222,6 +239,9 @@ def pack(
 
     config = extract_config(modality, encoder, option, dtype=dtype)
     result = pack_store(store, load_manifest(manifest, allow_outside_root), selection_for(store, config))
+    if result.rebuilt:
+        console.print(f"[yellow]the pack under this id was damaged ({result.rebuilt}): rebuilt it[/yellow]",
+                      soft_wrap=True)
     verb = "wrote" if result.created else "already packed"
     console.print(f"{verb} {result.path} ({', '.join(f'{k}: {v}' for k, v in result.counts.items())})")
     if result.dropped:

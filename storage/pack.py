@@ -1,8 +1,9 @@
 """Pack: gather every chosen modality of each sample into training shards, one tar set per split.
 
 `<store>/packed/<pack-id>/<split>-NNNNNN.tar` with `<id>.<modality>.npy` and `<id>.json`, plus
-`pack.json`. The pack id hashes the chosen samples, their content and the encoder fingerprints: the
-same inputs give the same id, and an existing pack is reused without rewriting anything.
+`pack.json`, which records each shard's sha256. The pack id hashes the chosen samples, their content and
+the encoder fingerprints: the same inputs give the same id, and an existing pack whose shards still match
+their sha256 is reused without rewriting anything; a damaged one is rebuilt.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from tqdm.auto import tqdm
 from storage.catalog import Catalog
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
 from storage.lock import store_lock
-from storage.shards import TMP_MARK, fsync_dir, json_bytes, write_shard
+from storage.atomic import write_json_atomic
+from storage.shards import TMP_MARK, fsync_dir, json_bytes, sha256_file, write_shard
 
 PACK_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -34,6 +36,7 @@ class PackResult:
     created: bool
     counts: dict[str, int]
     dropped: list[str]
+    rebuilt: str | None = None  # why the pack found under this id was damaged and written again
 
 
 def pack(store: Path, manifest, selection: dict[str, str], *, task: str | None = None,
@@ -55,7 +58,9 @@ def _pack(store: Path, manifest, selection: dict[str, str], task: str | None, sh
     pack_id = json_fingerprint({"version": PACK_VERSION, "task": task, "selection": selection, "samples": entries})
     final = store / "packed" / pack_id
     counts = {s: sum(e["split"] == s for e in entries) for s in SPLITS}
-    if (final / "pack.json").is_file():
+    found = final.exists()
+    damage = verify_pack(final) if found else None
+    if found and damage is None:
         return PackResult(final, pack_id, False, counts, dropped)
     tmp = final.with_name(f"{pack_id}{TMP_MARK}{uuid.uuid4().hex[:8]}")
     try:
@@ -63,13 +68,46 @@ def _pack(store: Path, manifest, selection: dict[str, str], task: str | None, sh
         dims = {m: _dim(entries, m) for m in sorted(selection)}
         meta = {"pack_id": pack_id, "task": task, "classes": classes, "splits": splits,
                 "modalities": {m: {"fingerprint": selection[m], "dim": dims[m]} for m in sorted(selection)}}
-        (tmp / "pack.json").write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
+        write_json_atomic(tmp / "pack.json", meta, indent=2)
+        _move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return PackResult(final, pack_id, True, counts, dropped)
+    return PackResult(final, pack_id, True, counts, dropped, damage)
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Rename the finished pack to its final name; a damaged pack there is first renamed aside (a crash
+    between the two renames leaves no pack, which the next run writes) and then deleted."""
+    aside = final.with_name(f"{final.name}{TMP_MARK}damaged-{uuid.uuid4().hex[:8]}")
+    if final.exists():
+        os.replace(final, aside)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def verify_pack(path: Path) -> str | None:
+    """Why the pack at `path` cannot be trusted, or None when every shard matches the sha256 that
+    pack.json recorded for it."""
+    try:
+        splits = json.loads((path / "pack.json").read_text(encoding="utf-8"))["splits"]
+        shards = [(name, split["sha256"][name]) for split in splits.values() for name in split["shards"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return f"pack.json is missing, unreadable or records no shard sha256 ({type(err).__name__}: {err})"
+    for name, digest in shards:
+        if not (path / name).is_file():
+            return f"{name} is missing"
+        if sha256_file(path / name) != digest:
+            return f"{name}: sha256 mismatch (damaged or modified)"
+    return None
+
+
+def verify_packs(store: Path) -> dict[str, str | None]:
+    """{pack id: why it is damaged, or None} for every pack of the store."""
+    packed = Path(store) / "packed"
+    folders = sorted(p for p in packed.iterdir() if p.is_dir() and TMP_MARK not in p.name) if packed.is_dir() else []
+    return {p.name: verify_pack(p) for p in folders}
 
 
 def _choose(store: Path, manifest, selection: dict[str, str]) -> tuple[list[dict], list[str]]:
@@ -116,14 +154,13 @@ def _write_splits(tmp: Path, store: Path, entries, modalities, classes, shard_si
         chosen = [e for e in entries if e["split"] == split]
         if split == "train":  # spread classes across shards so a shuffle buffer sees them all
             random.Random(pack_id).shuffle(chosen)
-        shards = []
+        digests = {}
         for n, start in enumerate(range(0, len(chosen), shard_size)):
             name = f"{split}-{n:06d}.tar"
             block = chosen[start:start + shard_size]
-            write_shard(tmp / name, (_sample_members(e, modalities, classes, reader) for e in block))
-            shards.append(name)
+            digests[name] = write_shard(tmp / name, (_sample_members(e, modalities, classes, reader) for e in block))
             bar.update(len(block))
-        splits[split] = {"shards": shards, "count": len(chosen)}
+        splits[split] = {"shards": list(digests), "count": len(chosen), "sha256": digests}
     bar.close()
     reader.close()
     return splits

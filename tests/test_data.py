@@ -69,7 +69,7 @@ def test_regression_targets_are_float(tmp_path):
 
 
 def test_pickled_arrays_are_refused(tmp_path):
-    root = write_pack(tmp_path / "p", counts={"train": 2, "valid": 2, "test": 2})
+    root = write_pack(tmp_path / "p", counts={"train": 2, "valid": 1, "test": 2})
     shard = root / "valid-000000.tar"
     evil = io.BytesIO()
     np.save(evil, np.array([{"x": 1}], dtype=object), allow_pickle=True)

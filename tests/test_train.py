@@ -35,7 +35,7 @@ def test_outputs_selection_and_evaluate(pack, tmp_path):
     best = min(metrics["history"], key=lambda h: (-h["valid_metric"], h["valid_loss"]))  # ties: lower loss
     assert metrics["best_epoch"] == best["epoch"] and metrics["valid"]["accuracy"] == best["valid_metric"]
     assert set(metrics["test"]) == {"accuracy", "macro_f1", "loss"} and metrics["config"]["backbone"] == "late"
-    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["epoch-003.pt"]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch-002.pt", "epoch-003.pt"]
     saved = load_checkpoint(tmp_path / "run" / "best.pt")  # weights_only=True: plain state dicts only
     assert saved["epoch"] == metrics["best_epoch"]
     assert evaluate(tmp_path / "run" / "best.pt", pack, "test") == pytest.approx(metrics["test"])
@@ -71,7 +71,7 @@ def test_resume_after_kill_equals_a_straight_run(pack, tmp_path, monkeypatch, me
     monkeypatch.setattr(train_module, "train_step", dies_in_epoch_three)
     with pytest.raises(Killed):
         train(config(pack, tmp_path / "resumed", epochs=3, method=method, num_workers=workers))
-    assert [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()] == ["epoch-002.pt"]
+    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["epoch-001.pt", "epoch-002.pt"]
     monkeypatch.setattr(train_module, "train_step", real_step)
     resumed = train(config(pack, tmp_path / "resumed", epochs=3, method=method, num_workers=workers))
 

@@ -91,24 +91,41 @@ SHUFFLE_START = 100  # webdataset's default
 
 
 def load_npy(data: bytes) -> np.ndarray:
-    """np.load(allow_pickle=False) of a .npy member, read-only. np.load spends most of its time
-    parsing the header text, which repeats across samples of the same shape, so that parse is cached."""
-    if data[:6] != NPY_MAGIC:
+    """np.load(allow_pickle=False) of a .npy member, read-only; any damage raises ValueError. np.load spends
+    most of its time parsing the header text, which repeats across samples of the same shape, so that parse
+    is cached."""
+    if data[:6] != NPY_MAGIC or len(data) < 10:
         raise ValueError("not a .npy array")
     width = 2 if data[6] == 1 else 4  # format 1.0 has a 2-byte header length, 2.0 and 3.0 a 4-byte one
     start = 8 + width + int.from_bytes(data[8:8 + width], "little")
     dtype, shape, fortran = _npy_header(data[8 + width:start])
-    array = np.frombuffer(data, dtype, count=math.prod(shape), offset=start)
+    count = math.prod(shape)
+    if len(data) - start != count * dtype.itemsize:
+        raise ValueError(f".npy of shape {shape} {dtype} needs {count * dtype.itemsize} data bytes, "
+                         f"it holds {len(data) - start}")
+    array = np.frombuffer(data, dtype, count=count, offset=start)
     return array.reshape(shape, order="F" if fortran else "C")
 
 
 @functools.lru_cache(maxsize=4096)
 def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
-    fields = ast.literal_eval(header.decode("latin1"))  # a dict literal, as np.load reads it
-    dtype = np.lib.format.descr_to_dtype(fields["descr"])
+    try:
+        fields = ast.literal_eval(header.decode("latin1"))  # a dict literal, as np.load reads it
+        dtype = np.lib.format.descr_to_dtype(fields["descr"])
+        shape, fortran = tuple(fields["shape"]), fields["fortran_order"]
+    except (SyntaxError, ValueError, TypeError, KeyError, MemoryError, RecursionError) as err:
+        raise ValueError(f"unreadable .npy header: {err!r}") from None
     if dtype.hasobject:
         raise ValueError("object arrays need pickle, which is refused (allow_pickle=False)")
-    return dtype, tuple(fields["shape"]), bool(fields["fortran_order"])
+    # A negative dimension would make the element count negative, and np.frombuffer reads count -1 as "all".
+    if not all(type(n) is int and n >= 0 for n in shape) or type(fortran) is not bool:
+        raise ValueError(f".npy header has a bad shape {shape!r} or fortran_order {fortran!r}")
+    return dtype, shape, fortran
+
+
+class CorruptSample(ValueError):
+    """A sample whose members do not decode; the message names its shard and key. (One message argument, so
+    that DataLoader can raise it again in the training process.)"""
 
 
 @dataclass(frozen=True)
@@ -127,7 +144,19 @@ class BatchSpec:
         return cls(modalities, {m: info.dims[m] for m in modalities}, info.task, dict(max_len or {}), pooled)
 
     def decode(self, raw: dict) -> dict:
+        """A shard sample's arrays and target; a damaged member raises CorruptSample, naming shard and sample."""
+        try:
+            return self._decode(raw)
+        except (ValueError, KeyError, TypeError) as err:
+            reason = f"no {err} field" if isinstance(err, KeyError) else str(err)
+            raise CorruptSample(f"{raw.get('__url__')}: sample {raw.get('__key__')!r}: {reason}") from None
+
+    def _decode(self, raw: dict) -> dict:
         meta = json.loads(raw["json"])
+        target = meta["target"]
+        wanted = int if self.task == "classification" else (int, float)
+        if not isinstance(target, wanted) or isinstance(target, bool):
+            raise ValueError(f"json target {target!r} is not a {self.task} target")
         features = {}
         for m in self.modalities:
             data = raw.get(f"{m}.npy")
@@ -137,12 +166,11 @@ class BatchSpec:
             if array.ndim == 1:  # pooled [D]: one step
                 array = array[None]
             if array.ndim != 2 or array.shape[1] != self.dims[m]:
-                raise ValueError(f"sample {meta['sample_id']}: {m} has shape {array.shape}, "
-                                 f"the pack says [T, {self.dims[m]}]")
+                raise ValueError(f"{m}.npy has shape {array.shape}, the pack says [T, {self.dims[m]}]")
             array = array[: self.max_len.get(m)]
             if len(array):
                 features[m] = array
-        return {"sample_id": meta["sample_id"], "target": meta["target"], "features": features}
+        return {"sample_id": meta["sample_id"], "target": target, "features": features}
 
     def collate(self, samples: list[dict]) -> dict:
         """Pad each modality to the batch's longest (or pool it); a missing modality is zeros with present False."""
@@ -320,6 +348,15 @@ class EvalStream(IterableDataset):
         return _in_worker(wds.batched(self.batch_size, collation_fn=self.spec.collate, partial=True)(samples))
 
 
+def check_count(info: PackInfo, split: str) -> None:
+    """A split's shards must hold what pack.json counts: a shard cut at a member boundary (or replaced by a
+    shorter one) would otherwise be read as a smaller split, and train and evaluate on it without a word."""
+    held = sum(shard_sizes(tuple(info.urls(split))))
+    if held != info.count(split):
+        raise ValueError(f"pack {info.path}: pack.json counts {info.count(split)} {split} samples, its shards "
+                         f"hold {held}; the pack is damaged (`precal pack` rebuilds it)")
+
+
 def batches_per_epoch(count: int, world_size: int, batch_size: int) -> int:
     return max(1, math.ceil(count / (world_size * batch_size)))
 
@@ -378,9 +415,7 @@ class TrainLoader:
         count = info.count("train")
         if not count:
             raise ValueError(f"pack {info.path} has no training samples")
-        held = sum(shard_sizes(tuple(info.urls("train"))))
-        if held != count:
-            raise ValueError(f"pack {info.path}: pack.json counts {count} training samples, its shards hold {held}")
+        check_count(info, "train")
         self.length = batches_per_epoch(count, world_size, batch_size)
         self.stream = TrainStream(info.urls("train"), spec, batches=self.length, batch_size=batch_size,
                                   shuffle_buffer=shuffle_buffer, seed=seed, epoch=0, rank=rank)
@@ -406,6 +441,7 @@ def eval_loader(info: PackInfo, spec: BatchSpec, split: str, *, batch_size: int,
     """persistent: keep the workers for the next pass (a validation split read every epoch)."""
     if not info.count(split):
         raise ValueError(f"pack {info.path} has no {split!r} samples")
+    check_count(info, split)
     return Batches(_loader(EvalStream(info.urls(split), spec, batch_size=batch_size), num_workers, pin_memory,
                            persistent))
 

@@ -1,4 +1,6 @@
 """Evaluation metrics. Regression follows the CMU-MOSI/MOSEI convention of MulT and MMSA."""
+import math
+
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
@@ -7,6 +9,18 @@ def to_numpy(values) -> np.ndarray:
     if hasattr(values, "detach"):
         values = values.detach().cpu().numpy()
     return np.asarray(values)
+
+
+def json_safe(value):
+    """A copy of nested dicts and lists with NaN and infinite floats as None (JSON null): JSON has no
+    spelling for them, and json.dumps would write NaN, which strict readers refuse."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def classification_metrics(logits_or_preds, targets) -> dict[str, float]:

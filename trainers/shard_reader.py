@@ -33,10 +33,13 @@ def _text(field: bytes) -> str:
 
 
 def _number(field: bytes) -> int:
-    """A numeric header field: octal digits, or GNU base-256 (first byte 0x80) for large values."""
-    if field[0] == 0x80:
-        return int.from_bytes(field[1:], "big")
+    """A numeric header field: octal digits, or GNU base-256 for large values (first byte 0x80; 0xff for a
+    negative one, which no size or checksum may be)."""
+    if field[0] in (0x80, 0xFF):
+        return int.from_bytes(field[1:], "big") - (256 ** (len(field) - 1) if field[0] == 0xFF else 0)
     digits = field.split(b"\0", 1)[0].strip()
+    if digits[:1] in (b"-", b"+"):  # int() takes a sign; tar's octal digits never have one
+        raise ValueError(f"bad number {digits!r}")
     return int(digits, 8) if digits else 0
 
 
@@ -49,13 +52,20 @@ def _checksum_ok(header: bytes) -> bool:
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
-    """'<length> <key>=<value>\\n' records."""
+    """'<length> <key>=<value>\\n' records, the decimal length counting the whole record. A length that
+    ends the record before its key or after the data is refused: a record of length 0 would never advance."""
     records, pos = {}, 0
     while pos < len(data):
-        length = int(data[pos:data.index(b" ", pos)])
-        key, _, value = data[data.index(b" ", pos) + 1:pos + length - 1].partition(b"=")
+        space = data.index(b" ", pos)
+        digits = data[pos:space]
+        if not digits.isdigit():
+            raise ValueError(f"record at {pos}: bad length {digits[:20]!r}")
+        end = pos + int(digits)
+        if not space + 1 < end <= len(data) or data[end - 1] != 0x0A:
+            raise ValueError(f"record at {pos}: length {int(digits)} does not fit its record")
+        key, _, value = data[space + 1:end - 1].partition(b"=")
         records[key.decode("utf-8")] = value.decode("utf-8")
-        pos += length
+        pos = end
     return records
 
 
@@ -67,8 +77,10 @@ def tar_members(path: str, with_data: bool = True) -> Iterator[tuple[str, bytes 
         pending: dict[str, str] = {}  # pax / GNU long-name fields for the next member
         while True:
             header = f.read(BLOCK)
-            if not header or header == END:  # the end-of-archive block (or a plain end of file)
+            if header == END:
                 return
+            if not header:  # tar writers always end with zero blocks: a shard cut at a member boundary
+                raise CorruptShard(path, "the file ends without tar's end-of-archive block (cut short?)", offset)
             try:
                 if len(header) < BLOCK:
                     raise ValueError("the file ends inside a header")
@@ -82,6 +94,8 @@ def tar_members(path: str, with_data: bool = True) -> Iterator[tuple[str, bytes 
                 name = pending.get("path", name)
             except (ValueError, UnicodeDecodeError) as err:
                 raise CorruptShard(path, str(err), offset) from None
+            if size < 0:  # read(-n) would read to the end of the file, and seek(-n) go backwards
+                raise CorruptShard(path, f"member {name!r} claims a negative size ({size} bytes)", offset)
             if size > MAX_MEMBER_BYTES:
                 raise CorruptShard(path, f"member {name!r} claims {size} bytes, more than the "
                                          f"{MAX_MEMBER_BYTES} allowed", offset)
@@ -91,16 +105,13 @@ def tar_members(path: str, with_data: bool = True) -> Iterator[tuple[str, bytes 
             if wanted and len(data) < size:
                 raise CorruptShard(path, f"member {name!r} is cut short ({len(data)} of {size} bytes)", offset)
             f.seek(padded - size if wanted else padded, 1)
-            if kind == b"x":  # pax extended header: fields for the next member
+            start, offset = offset, offset + BLOCK + padded
+            if kind in (b"x", b"L"):  # pax extended header, GNU long name: fields for the next member
                 try:
-                    pending = _pax_records(data)
+                    pending = _pax_records(data) if kind == b"x" else {"path": _text(data)}
                 except (ValueError, UnicodeDecodeError) as err:
-                    raise CorruptShard(path, f"bad pax header: {err}", offset) from None
-            offset += BLOCK + padded
-            if kind == b"x":
-                continue
-            if kind == b"L":  # GNU long name for the next member
-                pending = {"path": _text(data)}
+                    what = "pax header" if kind == b"x" else "long name"
+                    raise CorruptShard(path, f"bad {what}: {err}", start) from None
                 continue
             pending = {}
             if kind in REGULAR:

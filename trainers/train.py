@@ -2,7 +2,7 @@
 
 Run alone (`train(config)`) or under torchrun (`python -m torch.distributed.run --nproc_per_node N
 -m trainers.train CONFIG`; gloo on CPU, nccl on GPU). Rank 0 evaluates, checkpoints and writes:
-  <out>/checkpoints/epoch-NNN.pt   the latest epoch: model, optimizer, history, best so far, config
+  <out>/checkpoints/epoch-NNN.pt   the last two epochs: model, optimizer, history, best so far, config
   <out>/best.pt                    the weights of the epoch with the best validation metric
   <out>/metrics.json               {"valid", "test", "best_epoch", "history", "config", ...}
 A killed run started again with the same config resumes from its latest checkpoint and ends exactly
@@ -16,8 +16,11 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import os
+import pickle
 import random
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +35,9 @@ from trainers.config import ConfigError, TrainConfig, load_train_config
 from trainers.backbones import get_backbone
 from trainers.analysis.dynamics import epoch_statistics
 from trainers.augment import corrupt, feature_std
-from trainers.data import BatchSpec, PackInfo, TrainLoader, choose_modalities, eval_loader, read_pack, to_device
-from trainers.metrics import classification_metrics, regression_metrics
+from trainers.data import (BatchSpec, PackInfo, TrainLoader, check_count, choose_modalities, eval_loader, read_pack,
+                           to_device)
+from trainers.metrics import classification_metrics, json_safe, regression_metrics
 from trainers.models import FusionModel, build_model, ogm_ge_modulate, per_sample_loss
 
 # Fields that may change between a killed run and its resumption without changing what is trained.
@@ -194,6 +198,23 @@ def branch_loss(output, batch: dict) -> torch.Tensor:
     return (losses * weight).sum() / weight.sum().clamp_min(1)
 
 
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def check_loss(loss: torch.Tensor | float, where: str, sample_ids: list[str] | None = None) -> None:
+    """Stop at a NaN or infinite loss: every later step would learn from it, and the run would still end
+    'fine', at chance accuracy."""
+    value = float(loss)
+    if math.isfinite(value):
+        return
+    batch = f" on the batch of samples {', '.join(sample_ids[:16])}{' ...' if len(sample_ids) > 16 else ''}" \
+        if sample_ids else ""
+    raise NonFiniteLoss(f"{where} is {value}{batch}; training stopped. NaN or infinite features or targets "
+                        "make a loss non-finite (`precal verify` checks the store and packs), as can too high a "
+                        "learning rate")
+
+
 def train_epoch(model, batches, optimizer, config: TrainConfig, rt: Runtime, amp: bool,
                 desc: str = "train", noise_std: dict | None = None) -> dict:
     """Returns {"train_loss": mean over all ranks' samples, "train_batches": [per rank]}."""
@@ -203,7 +224,9 @@ def train_epoch(model, batches, optimizer, config: TrainConfig, rt: Runtime, amp
     for batch in tqdm(batches, desc=desc, unit="batch", leave=False, disable=not rt.is_main):
         batch = to_device(batch, rt.device)
         n = len(batch["sample_id"])
-        loss_sum += train_step(model, batch, optimizer, config, rt, amp, noise_std) * n
+        loss = train_step(model, batch, optimizer, config, rt, amp, noise_std)
+        check_loss(loss, f"{desc}: the training loss", batch["sample_id"])
+        loss_sum += loss * n
         samples, steps = samples + n, steps + 1
     totals = torch.stack([loss_sum.double(), torch.tensor(float(samples), dtype=torch.float64, device=rt.device)])
     per_rank = torch.tensor([steps], device=rt.device)
@@ -255,29 +278,63 @@ def is_better(value: float, best: float | None, higher: bool, loss: float | None
 # ---- checkpoints ------------------------------------------------------------------------------------
 
 def save_atomic(obj, path: Path) -> None:
-    """Write to a temporary name, then rename: a kill never leaves a half-written file under `path`."""
+    """Write to a temporary name, fsync, then rename: neither a kill nor a power cut (which can persist the
+    rename before the bytes) leaves a half-written file under `path`."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class CheckpointError(ValueError):
+    pass
 
 
 def load_checkpoint(path: Path | str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from err
 
 
 def write_json_atomic(obj, path: Path) -> None:
+    """NaN and infinities become null: JSON has no spelling for them, and strict readers refuse Python's."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False))
     os.replace(tmp, path)
 
 
+CHECKPOINT_NAME = re.compile(r"epoch-(\d+)\.pt")
+KEPT_CHECKPOINTS = 2  # the latest and the one before it, to fall back to when the latest is damaged
+
+
 def checkpoint_path(out: Path, epoch: int) -> Path:
-    return out / "checkpoints" / f"epoch-{epoch:03d}.pt"
+    return out / "checkpoints" / f"epoch-{epoch:03d}.pt"  # at least 3 digits; epoch 1000 has 4
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """The epoch checkpoints, newest first, by epoch number (not by name: epoch-1000 sorts before epoch-999)."""
+    found = [(int(match[1]), p) for p in (out / "checkpoints").glob("epoch-*.pt")
+             if (match := CHECKPOINT_NAME.fullmatch(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    found = sorted((out / "checkpoints").glob("epoch-[0-9][0-9][0-9].pt"))
-    return found[-1] if found else None
+    found = checkpoints(out)
+    return found[0] if found else None
+
+
+def load_latest_checkpoint(out: Path) -> dict | None:
+    """The newest checkpoint that loads. A damaged one is named and the previous epoch's used instead;
+    training then repeats the lost epoch, exactly (see the module docstring)."""
+    for path in checkpoints(out):
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as err:
+            tqdm.write(f"warning: {err}; resuming from the checkpoint before it", file=sys.stderr)
+    return None
 
 
 def check_resumable(saved: dict, config: TrainConfig, pack_id: str) -> None:
@@ -306,10 +363,9 @@ class Progress:
 
 
 def resume(config: TrainConfig, pack_id: str, model, optimizer) -> Progress:
-    path = latest_checkpoint(config.out)
-    if path is None:
+    saved = load_latest_checkpoint(config.out)
+    if saved is None:
         return Progress()
-    saved = load_checkpoint(path)
     check_resumable(saved, config, pack_id)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -325,7 +381,7 @@ def model_record(model: FusionModel, config: TrainConfig, info: PackInfo, modali
 
 def end_of_epoch(model: FusionModel, optimizer, config: TrainConfig, info: PackInfo, modalities: list[str],
                  progress: Progress, entry: dict, valid: dict) -> None:
-    """Rank 0: record the epoch, keep the best weights, checkpoint, drop the previous checkpoint."""
+    """Rank 0: record the epoch, keep the best weights, checkpoint, drop all but the last two checkpoints."""
     name, higher = selection_metric(info.task)
     progress.history.append({**entry, "valid_loss": valid["loss"], "valid_metric": valid[name]})
     record = model_record(model, config, info, modalities)
@@ -337,9 +393,8 @@ def end_of_epoch(model: FusionModel, optimizer, config: TrainConfig, info: PackI
     path = checkpoint_path(config.out, progress.epoch)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_atomic({**record, **progress.state(), "optimizer": optimizer.state_dict()}, path)
-    for old in path.parent.glob("epoch-*.pt"):
-        if old != path:
-            old.unlink()
+    for old in checkpoints(config.out)[KEPT_CHECKPOINTS:]:
+        old.unlink()
 
 
 # ---- the run ----------------------------------------------------------------------------------------
@@ -361,6 +416,8 @@ def _train(config: TrainConfig, rt: Runtime) -> dict:
     spec = batch_spec(config, info, modalities)
     if not info.count("valid"):
         raise ValueError(f"pack {info.path} has no validation samples: the epoch is selected on them")
+    for split in info.splits:  # now, not after hours of training when the test split is read
+        check_count(info, split)
     amp, on_gpu = use_amp(config, rt.device), rt.device.type == "cuda"
     model = make_model(config, info, modalities).to(rt.device)
     optimizer = make_optimizer(model, config)
@@ -381,6 +438,7 @@ def _train(config: TrainConfig, rt: Runtime) -> dict:
                                                desc=f"epoch {epoch}/{config.epochs}", noise_std=noise_std)}
         if rt.is_main:
             valid = score(*predict(model, valid_batches, rt.device, amp), info.task)
+            check_loss(valid["loss"], f"epoch {epoch}/{config.epochs}: the validation loss")
             entry["statistics"] = epoch_statistics(model, valid_batches, rt.device)  # for the dynamics report
             end_of_epoch(model, optimizer, config, info, modalities, progress, entry, valid)
             name = selection_metric(info.task)[0]
@@ -409,7 +467,9 @@ def evaluate_split(model, info: PackInfo, spec: BatchSpec, split: str, config: T
                    device: torch.device, amp: bool) -> dict:
     loader = eval_loader(info, spec, split, batch_size=config.batch_size, num_workers=config.num_workers,
                          pin_memory=device.type == "cuda")
-    return score(*predict(model, loader, device, amp), info.task)
+    result = score(*predict(model, loader, device, amp), info.task)
+    check_loss(result["loss"], f"the {split} loss on {info.path}")
+    return result
 
 
 def write_results(model, config: TrainConfig, info: PackInfo, spec: BatchSpec, modalities: list[str],

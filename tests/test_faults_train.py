@@ -1,0 +1,380 @@
+"""Faults on the pack/train side (issue 12): hostile or damaged shards, packs and checkpoints, non-finite
+losses. Every damaged input is crafted here; each test fails on the code before the fix."""
+import io
+import json
+import random
+import shutil
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.manifest import read_manifest, write_manifest
+from storage.pack import pack, verify_packs
+from tests.pack_helpers import write_pack
+from tests.test_storage import add_features
+from trainers import train as train_module
+from trainers.config import TrainConfig
+from trainers.data import CorruptSample, eval_loader, read_pack, BatchSpec
+from trainers.metrics import json_safe
+from trainers.shard_reader import CorruptShard, count_samples, tar_samples
+from trainers.train import NonFiniteLoss, evaluate, load_checkpoint, train, write_json_atomic
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def config(pack_dir, out, **changes) -> TrainConfig:
+    base = {"pack": pack_dir, "out": out, "epochs": 2, "batch_size": 8, "num_workers": 0, "shuffle_buffer": 16,
+            "hidden": 16, "lr": 3e-3}
+    return TrainConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def good_pack(tmp_path_factory):
+    return write_pack(tmp_path_factory.mktemp("faults") / "pack", missing_rate=0.0)
+
+
+@pytest.fixture
+def pack_copy(good_pack, tmp_path):
+    return shutil.copytree(good_pack, tmp_path / "pack")
+
+
+def members_of(path) -> list[tuple[str, bytes]]:
+    with tarfile.open(path) as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+
+
+def rewrite_shard(path, change) -> None:
+    """Write the shard again; change(name, data) gives the member's new bytes, or None to leave it out."""
+    members = members_of(path)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            new = change(name, data)
+            if new is not None:
+                info = tarfile.TarInfo(name)
+                info.size = len(new)
+                tar.addfile(info, io.BytesIO(new))
+
+
+def replace_member(path, member: str, new: bytes) -> None:
+    rewrite_shard(path, lambda name, data: new if name == member else data)
+
+
+def nan_like(npy: bytes) -> bytes:
+    array = np.load(io.BytesIO(npy), allow_pickle=False)
+    buf = io.BytesIO()
+    np.save(buf, np.full_like(array, np.nan), allow_pickle=False)
+    return buf.getvalue()
+
+
+def raw_npy(header: str, payload: bytes) -> bytes:
+    """A .npy (format 1.0) with the header text as given, however wrong."""
+    text = header.encode("latin1")
+    text += b" " * (-(10 + len(text) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + payload
+
+
+# ---- item 1: a non-finite loss stops training; metrics.json is strict JSON --------------------------------
+
+@pytest.mark.parametrize("split,sample,where", [("train", "train_00003", "epoch 1/2: the training loss is nan"),
+                                                ("valid", "valid_00002", "epoch 1/2: the validation loss is nan")])
+def test_a_nan_feature_stops_training_naming_epoch_and_samples(pack_copy, tmp_path, split, sample, where):
+    shard = pack_copy / f"{split}-000000.tar"
+    audio = dict(members_of(shard))[f"{sample}.audio.npy"]
+    replace_member(shard, f"{sample}.audio.npy", nan_like(audio))
+    with pytest.raises(NonFiniteLoss, match=where) as err:
+        train(config(pack_copy, tmp_path / "run"))
+    if split == "train":
+        assert sample in str(err.value)  # the batch that held it is named
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_metrics_json_never_holds_nan_or_infinity(tmp_path):
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+
+    write_json_atomic({"valid": {"loss": float("nan"), "corr": float("-inf")}, "history": [1.5, float("inf")]},
+                      tmp_path / "metrics.json")
+    assert strict((tmp_path / "metrics.json").read_text()) == {"valid": {"loss": None, "corr": None},
+                                                                "history": [1.5, None]}
+    assert json_safe({"a": (np.float64("nan"), 2)}) == {"a": [None, 2]}
+
+
+# ---- item 10: a split cut short is refused at train and at evaluate ---------------------------------------
+
+def member_offset(path, name: str) -> int:
+    with tarfile.open(path) as tar:
+        return tar.getmember(name).offset
+
+
+@pytest.fixture(scope="module")
+def trained(good_pack, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained")
+    train(config(good_pack, out, epochs=1))
+    return out / "best.pt"
+
+
+def cut_at_member_boundary(pack_dir, split: str) -> str:
+    shard = pack_dir / f"{split}-000000.tar"
+    data = shard.read_bytes()
+    shard.write_bytes(data[:member_offset(shard, f"{split}_00005.json")])  # samples 0-4 whole, then nothing
+    return str(shard)
+
+
+def drop_samples_after(pack_dir, split: str, keep: int) -> None:
+    shard = pack_dir / f"{split}-000000.tar"
+    rewrite_shard(shard, lambda name, data: data if int(name.split(".")[0][-5:]) < keep else None)
+
+
+def test_a_split_cut_at_a_member_boundary_is_refused_by_train(pack_copy, tmp_path):
+    shard = cut_at_member_boundary(pack_copy, "valid")
+    with pytest.raises(CorruptShard, match=f"{shard}.*end-of-archive"):
+        train(config(pack_copy, tmp_path / "run"))
+
+
+@pytest.mark.parametrize("split,count,held", [("train", 40, 32), ("valid", 12, 8), ("test", 12, 8)])
+def test_a_shorter_split_is_refused_by_train(pack_copy, tmp_path, split, count, held):
+    drop_samples_after(pack_copy, split, keep=8)  # a well-formed first shard with 8 of its 16 (or 12) samples
+    with pytest.raises(ValueError, match=f"pack.json counts {count} {split} samples, its shards hold {held}"):
+        train(config(pack_copy, tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any training
+
+
+def test_a_damaged_split_is_refused_by_evaluate(pack_copy, trained):
+    shard = cut_at_member_boundary(pack_copy, "test")
+    with pytest.raises(CorruptShard, match=shard):
+        evaluate(trained, pack_copy, "test")
+    drop_samples_after(pack_copy, "test", keep=3)
+    with pytest.raises(ValueError, match="pack.json counts 12 test samples, its shards hold 3"):
+        evaluate(trained, pack_copy, "test")
+
+
+# ---- item 11: verify checks packs; pack rebuilds a damaged one --------------------------------------------
+
+@pytest.fixture
+def toy_store(tmp_path):
+    (tmp_path / "data").mkdir()
+    rows = [{"sample_id": f"s{i}", "split": ["train", "valid", "test"][i % 3], "label": str(i % 2), "text": f"t{i}"}
+            for i in range(9)]
+    manifest = read_manifest(write_manifest(rows, tmp_path / "data" / "m.csv"))
+    store = tmp_path / "store"
+    add_features(store, manifest, "text", "ft", 4)
+    return manifest, store
+
+
+def flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[600] ^= 0xFF  # inside the first member's data: tar's header checksums do not see it
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (flip_a_byte, "valid-000000.tar: sha256 mismatch"),
+    (lambda p: p.write_bytes(p.read_bytes()[:1536]), "valid-000000.tar: sha256 mismatch"),
+    (lambda p: p.unlink(), "valid-000000.tar is missing"),
+    (lambda p: (p.parent / "pack.json").write_text('{"splits": {"tra'), "pack.json is missing, unreadable"),
+])
+def test_a_damaged_pack_is_named_by_verify_and_rebuilt_by_pack(toy_store, damage, reason):
+    manifest, store = toy_store
+    first = pack(store, manifest, {"text": "ft"}, progress=False)
+    original = {p.name: p.read_bytes() for p in first.path.iterdir()}
+    assert verify_packs(store) == {first.pack_id: None}
+    damage(first.path / "valid-000000.tar")
+    assert reason in verify_packs(store)[first.pack_id]
+    result = CliRunner().invoke(app, ["verify", "--store", str(store)])
+    assert result.exit_code == 1 and f"bad pack packed/{first.pack_id}" in " ".join(result.output.split())
+
+    again = pack(store, manifest, {"text": "ft"}, progress=False)
+    assert again.created and again.pack_id == first.pack_id and reason in again.rebuilt
+    assert {p.name: p.read_bytes() for p in again.path.iterdir()} == original  # the same bytes as before
+    assert verify_packs(store) == {first.pack_id: None}
+    assert [p.name for p in (store / "packed").iterdir()] == [first.pack_id]  # the damaged one is gone
+    assert not pack(store, manifest, {"text": "ft"}, progress=False).created
+
+
+# ---- item 12: the shard reader's guards, and a fuzz of it --------------------------------------------------
+
+def header(name: str, size: int = 0, kind: bytes = tarfile.REGTYPE) -> bytearray:
+    info = tarfile.TarInfo(name)
+    info.size, info.type = size, kind
+    return bytearray(info.tobuf(tarfile.USTAR_FORMAT))
+
+
+def set_field(block: bytearray, start: int, end: int, value: bytes) -> bytearray:
+    """Set a header field (padded with NULs) and make the checksum right again, so the value is what counts."""
+    block[start:end] = value[:end - start].ljust(end - start, b"\0")
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return block
+
+
+def padded(data: bytes) -> bytes:
+    return data + bytes(-len(data) % 512)
+
+
+def shard_of(*parts: bytes) -> bytes:
+    return b"".join(parts) + bytes(1024)
+
+
+def with_pax(records: bytes) -> bytes:
+    """A pax extended header holding `records` as given, then a regular member and the end blocks."""
+    pax = set_field(header("PaxHeader/a.json", kind=tarfile.XHDTYPE), 124, 136, b"%011o" % len(records))
+    return shard_of(bytes(pax), padded(records), bytes(header("a.json", 2)), padded(b"{}"))
+
+
+def read_all(path) -> list[dict]:
+    samples = list(tar_samples(str(path)))
+    count_samples(str(path))
+    return samples
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("size_field", [b"-0000001", b"-1", b"+0000010", b"\xff" * 12,
+                                        b"\xff" + b"\xff" * 10 + b"\xfe"])
+def test_a_negative_size_is_refused(tmp_path, size_field):
+    path = tmp_path / "s.tar"
+    member = set_field(header("a.audio.npy"), 124, 136, size_field)
+    path.write_bytes(shard_of(bytes(header("a.json", 2)), padded(b"{}"), bytes(member), padded(b"x" * 600)))
+    with pytest.raises(CorruptShard, match=f"{path}.*(negative size|bad number)"):
+        read_all(path)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("records", [b"0 size=5\n", b"00 path=b.json\n", b"3 path=b.json\n", b"-5 size=1\n",
+                                     b"99999999 path=b.json\n", b"12 size=-100\n", b"10 path=\xff\xfe\n", b"x\n"])
+def test_a_bad_pax_record_is_refused_without_looping(tmp_path, records):
+    path = tmp_path / "s.tar"
+    path.write_bytes(with_pax(records))
+    with pytest.raises(CorruptShard, match=str(path)):
+        read_all(path)
+
+
+def fuzz_cases(good: bytes, rng: random.Random):
+    """Cut at every 16th byte; random bytes overwritten; header fields set to hostile values (checksum fixed
+    up); random files."""
+    for cut in range(0, len(good), 16):
+        yield good[:cut]
+    for _ in range(300):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        yield bytes(data)
+    headers = [i for i in range(0, len(good) - 511, 512) if good[i + 257:i + 262] == b"ustar"]
+    hostile = [b"-1", b"-777777", b"\xff" * 12, b"\x80" + b"\xff" * 11, b"77777777777", b"1e5", b"",
+               b"\x80\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01"]
+    fields = [(0, 100), (100, 108), (124, 136), (136, 148), (156, 157), (257, 263), (345, 500)]
+    for _ in range(300):
+        data = bytearray(good)
+        at = rng.choice(headers)
+        start, end = rng.choice(fields)
+        value = rng.choice(hostile + [bytes(rng.randrange(256) for _ in range(end - start))])
+        data[at:at + 512] = set_field(bytearray(data[at:at + 512]), start, end, value)
+        yield bytes(data)
+    for _ in range(50):
+        yield bytes(rng.randrange(256) for _ in range(rng.choice([0, 100, 512, 1024, 3000])))
+
+
+@pytest.mark.timeout(60)
+def test_fuzzed_shards_give_samples_or_corrupt_shard_in_seconds(tmp_path):
+    source = tmp_path / "good.tar"
+    with tarfile.open(source, "w", format=tarfile.PAX_FORMAT) as tar:  # pax: long and non-ASCII names
+        for name, data in [("a.json", b'{"k": 1}'), ("a.audio.npy", b"a" * 700), ("d/" + "k" * 120 + ".json", b"[]"),
+                           ("b.ünï.json", b"2"), ("c.text.npy", b"t" * 1500)]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    good = source.read_bytes()
+    assert len(read_all(source)) == 4
+    started, path, outcomes = time.perf_counter(), tmp_path / "fuzz.tar", {"read": 0, "refused": 0}
+    for data in fuzz_cases(good, random.Random(12)):
+        path.write_bytes(data)
+        try:
+            samples = read_all(path)
+        except CorruptShard as err:
+            assert str(path) in str(err)
+            outcomes["refused"] += 1
+            continue
+        outcomes["read"] += 1
+        assert sum(len(v) for s in samples for v in s.values() if isinstance(v, bytes)) <= len(data)
+    assert outcomes["read"] and outcomes["refused"]
+    assert time.perf_counter() - started < 20
+
+
+def test_a_shard_cut_at_any_member_boundary_is_refused(tmp_path):
+    path = tmp_path / "s.tar"
+    good = shard_of(bytes(header("a.json", 2)), padded(b"{}"), bytes(header("a.audio.npy", 3)), padded(b"xyz"))
+    for cut in (512 * 2, 512 * 4):  # after the first member; after the second, before the end blocks
+        path.write_bytes(good[:cut])
+        with pytest.raises(CorruptShard, match="end-of-archive"):
+            read_all(path)
+
+
+# ---- items 17 and 18: bad members named by shard and sample; a negative .npy shape -------------------------
+
+@pytest.mark.parametrize("member,content,reason", [
+    ("valid_00001.json", b'{"sample_id": "valid_00001", "tar', "Unterminated string"),
+    ("valid_00001.json", b'{"sample_id": "valid_00001"}', "no 'target' field"),
+    ("valid_00001.json", b'{"sample_id": "valid_00001", "target": "c1"}', "not a classification target"),
+    ("valid_00001.audio.npy", b"garbage", "not a .npy array"),
+    ("valid_00001.audio.npy", raw_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (-1, 8), }",
+                                      bytes(2 * 32)), "bad shape \\(-1, 8\\)"),
+    ("valid_00001.audio.npy", raw_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (9, 8), }",
+                                      bytes(2 * 32)), "needs 144 data bytes, it holds 64"),
+    ("valid_00001.audio.npy", raw_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (4, 8", bytes(64)),
+     "unreadable .npy header"),
+])
+def test_a_bad_member_is_named_by_shard_and_sample(pack_copy, member, content, reason, workers=0):
+    shard = pack_copy / "valid-000000.tar"
+    replace_member(shard, member, content)
+    info = read_pack(pack_copy)
+    spec = BatchSpec.for_pack(info, sorted(info.dims))
+    with pytest.raises(CorruptSample, match=f"{shard}: sample 'valid_00001': .*{reason}"):
+        list(eval_loader(info, spec, "valid", batch_size=4, num_workers=workers))
+
+
+def test_a_bad_member_is_named_through_a_loader_worker(pack_copy):
+    """DataLoader raises a worker's exception again in the trainer: it must keep its type and message."""
+    test_a_bad_member_is_named_by_shard_and_sample(pack_copy, "valid_00001.audio.npy", b"garbage",
+                                                   "not a .npy array", workers=1)
+
+
+# ---- item 15: checkpoint names past epoch 999 --------------------------------------------------------------
+
+def test_training_past_epoch_999_finishes_and_resumes(good_pack, tmp_path):
+    out = tmp_path / "run"
+    train(config(good_pack, out, epochs=1))
+    saved = load_checkpoint(out / "checkpoints" / "epoch-001.pt")
+    (out / "checkpoints" / "epoch-001.pt").unlink()
+    torch.save({**saved, "epoch": 999}, out / "checkpoints" / "epoch-999.pt")  # as if 998 more epochs had run
+
+    metrics = train(config(good_pack, out, epochs=1001))
+    assert [h["epoch"] for h in metrics["history"]] == [1, 1000, 1001]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-1000.pt", "epoch-1001.pt"]
+    assert train(config(good_pack, out, epochs=1001))["history"] == metrics["history"]  # nothing left to train
+
+
+# ---- item 17: a truncated checkpoint falls back to the previous epoch's -------------------------------------
+
+def test_a_truncated_checkpoint_falls_back_to_the_previous_epoch(good_pack, tmp_path, capsys):
+    straight = train(config(good_pack, tmp_path / "straight", epochs=3))
+    out = tmp_path / "resumed"
+    train(config(good_pack, out, epochs=3))
+    latest = out / "checkpoints" / "epoch-003.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])  # what a power cut can leave of an unsynced file
+    (out / "metrics.json").unlink()
+    capsys.readouterr()
+
+    resumed = train(config(good_pack, out, epochs=3))
+    assert f"{latest}: unreadable checkpoint" in capsys.readouterr().err
+    assert resumed["history"] == straight["history"] and resumed["test"] == straight["test"]  # epoch 3 again, exactly
+
+
+def test_an_unreadable_checkpoint_is_named(tmp_path, good_pack):
+    bad = tmp_path / "best.pt"
+    bad.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(train_module.CheckpointError, match=f"{bad}: unreadable checkpoint"):
+        evaluate(bad, good_pack, "test")
