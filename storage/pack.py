@@ -190,14 +190,24 @@ class MemberReader:
         if shard not in self.files and len(self.files) >= self.max_open:
             self.close()
         if shard not in self.index:
-            with tarfile.open(self.store / shard, mode="r:") as tar:
-                self.index[shard] = {i.name: (i.offset_data, i.size) for i in tar if i.isfile()}
+            self.index[shard] = self._members(shard)
         if shard not in self.files:
             self.files[shard] = open(self.store / shard, "rb")
+        if member not in self.index[shard]:
+            raise ValueError(f"{self.store / shard}: no member {member!r}, which the catalog places there "
+                             "(`precal verify --repair` re-extracts the shard)")
         offset, size = self.index[shard][member]
         f = self.files[shard]
         f.seek(offset)
         return f.read(size)
+
+    def _members(self, shard: str) -> dict[str, tuple[int, int]]:
+        try:
+            with tarfile.open(self.store / shard, mode="r:") as tar:
+                return {i.name: (i.offset_data, i.size) for i in tar if i.isfile()}
+        except tarfile.TarError as err:
+            raise ValueError(f"{self.store / shard}: unreadable feature shard ({err}); "
+                             "`precal verify --repair` re-extracts it") from None
 
     def close(self) -> None:
         for f in self.files.values():

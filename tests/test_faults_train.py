@@ -196,6 +196,17 @@ def test_a_damaged_pack_is_named_by_verify_and_rebuilt_by_pack(toy_store, damage
     assert not pack(store, manifest, {"text": "ft"}, progress=False).created
 
 
+def test_a_damaged_feature_shard_is_named_when_packing(toy_store):
+    manifest, store = toy_store
+    shard = store / "features/text/ft/shard-0.tar"
+    rewrite_shard(shard, lambda name, data: None if name == "s3.npy" else data)
+    with pytest.raises(ValueError, match=f"{shard}: no member 's3.npy'"):
+        pack(store, manifest, {"text": "ft"}, progress=False)
+    shard.write_bytes(b"not a tar" * 100)
+    with pytest.raises(ValueError, match=f"{shard}: unreadable feature shard"):
+        pack(store, manifest, {"text": "ft"}, progress=False)
+
+
 # ---- item 12: the shard reader's guards, and a fuzz of it --------------------------------------------------
 
 def header(name: str, size: int = 0, kind: bytes = tarfile.REGTYPE) -> bytearray:
