@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from flows.prefect_env import apply_offline_defaults
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="precal-prefect-"))
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["DO_NOT_TRACK"] = "1"
-os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
+apply_offline_defaults()  # as the CLI does, before any test imports Prefect (its log level is read then)
 
 
 @pytest.fixture(scope="session")
