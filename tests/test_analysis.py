@@ -37,16 +37,17 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
-    """A tiny experiment: late fusion with calibration and without, one seed, 2 epochs."""
+    """A tiny experiment: late fusion with calibration ("paper" and "reliability") and without, one seed, 2 epochs."""
     root = tmp_path_factory.mktemp("analysis")
     torch.set_num_threads(1)
     pack = write_pack(root / "pack", counts={"train": 64, "valid": 24, "test": 36}, missing_rate=0.1)
     config = ExperimentConfig(packs=[pack], out=root / "exp", backbones=["late"], methods=["none", "calibration"],
-                              seeds=[0], train={"epochs": 2, "batch_size": 16, "num_workers": 0, "hidden": 16})
+                              calibrations=["paper", "reliability"], seeds=[0],
+                              train={"epochs": 2, "batch_size": 16, "num_workers": 0, "hidden": 16})
     run_experiment(config)
     runs = root / "exp" / "pack"
     return {"root": root, "pack": pack, "calibration": runs / "late-calibration-paper" / "seed-0",
-            "none": runs / "late-none" / "seed-0"}
+            "reliability": runs / "late-calibration-reliability" / "seed-0", "none": runs / "late-none" / "seed-0"}
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +188,18 @@ def test_epoch_statistics_leave_the_model_untouched(experiment):
 
 # ---- the report ---------------------------------------------------------------------------------------
 
+def test_reliability_run_has_scales_detection_and_removal_ceiling(analysed):
+    result = analyse_run(analysed["reliability"], perturbations=analysed["table"], severities=(1,), tsne_points=50,
+                         raw=False, progress=False)
+    assert set(result["detection"]["auroc"]) == {"conflict", "degraded", "all"}
+    assert {r["modality"] for r in result["detection"]["by_status"]} == {"audio", "text", "video"}
+    ceiling = result["removal"]["ceiling"]
+    assert ceiling["samples"] == 24 and set(ceiling) >= {"run", "baseline"}  # two of every three test samples
+    assert all(0 <= ceiling[k][v] <= 1 for k in ("run", "baseline") for v in ("as_is", "removed"))
+    report = (analysed["reliability"] / "analysis" / "report.html").read_text()
+    assert "Removal ceiling" in report and "calibration (reliability)" in report
+
+
 def test_analysis_outputs_and_metrics(analysed):
     out = analysed["calibration"] / "analysis"
     result = json.loads((out / "analysis.json").read_text())
@@ -260,7 +273,8 @@ def test_cli_analyses_an_experiment_folder(analysed):
                                       "--perturbations", str(analysed["table"]), "--tsne-points", "100"])
     assert result.exit_code == 0, result.output
     summary = json.loads((analysed["root"] / "exp" / "analysis" / "analysis.json").read_text())
-    assert {r["name"] for r in summary["runs"]} == {"late-none seed 0", "late-calibration-paper seed 0"}
+    assert {r["name"] for r in summary["runs"]} == {"late-none seed 0", "late-calibration-paper seed 0",
+                                                    "late-calibration-reliability seed 0"}
     assert (analysed["none"] / "analysis" / "report.html").is_file()
     assert "calibration_detection_auroc" not in json.loads((analysed["none"] / "metrics.json").read_text())
 

@@ -17,7 +17,7 @@ import torch
 from trainers.analysis.corruption import corrupted_batches
 from trainers.analysis.corruption import feature_std as corruption_std
 from trainers.analysis.detection import detection_metrics, read_perturbations
-from trainers.analysis.removal import remove
+from trainers.analysis.removal import remove, without_perturbed
 from trainers.analysis.runs import collect, load_batches, load_run
 from trainers.data import read_pack
 from trainers.metrics import classification_metrics, json_safe
@@ -29,18 +29,6 @@ EVAL_VERSION = 1  # bump when protocol.json changes, so old evaluations are redo
 
 
 # ---- one run -----------------------------------------------------------------------------------------
-
-def without_perturbed(batch: dict, modalities: list[str], table: dict) -> dict:
-    """Each sample's perturbed modality made missing (the removal "ceiling": what removing it by hand gives)."""
-    features, mask, present = dict(batch["features"]), dict(batch["mask"]), batch["present"].clone()
-    for j, m in enumerate(modalities):
-        hit = torch.tensor([table.get(sid, ("", ""))[0] == m for sid in batch["sample_id"]])
-        if hit.any():
-            features[m] = features[m].masked_fill(hit[:, None, None], 0.0)
-            mask[m] = mask[m] & ~hit[:, None]
-            present[:, j] &= ~hit
-    return {**batch, "features": features, "mask": mask, "present": present}
-
 
 def accuracy(model, batches: list[dict]) -> float:
     outputs = collect(model, batches)

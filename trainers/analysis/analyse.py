@@ -18,7 +18,7 @@ from trainers.analysis.corruption import KINDS as FEATURE_KINDS
 from trainers.analysis.corruption import SEVERITIES, feature_corruption, raw_corruption
 from trainers.analysis.detection import detection_metrics, read_perturbations, scale_by_status
 from trainers.analysis.dynamics import dynamics_section, epoch_statistics
-from trainers.analysis.removal import removal_section
+from trainers.analysis.removal import ceiling_section, removal_section
 from trainers.analysis.report import Document, publish_artifact
 from trainers.analysis.runs import Outputs, Run, collect, find_baseline, find_runs, is_run, load_batches, load_run
 from trainers.analysis import visual
@@ -98,6 +98,8 @@ def analyse_run(run_dir: Path | str, *, manifest: Path | str | None = None, stor
                      "trainers.analysis.dynamics.epoch_statistics at the end of each epoch to record them.")
         selected_stats = {label: epoch_statistics(r.model, load_batches(r, "valid", batch_size=batch_size), "cpu")
                           for label, r in runs.items() if r.info.count("valid")}
+    if table is not None:
+        removal["ceiling"] = ceiling_section(run, baseline, batches, table)
     stage("detection and pictures")
     outputs = collect(run.model, batches)
     detection = None
@@ -183,6 +185,7 @@ def build_document(run: Run, result: dict, outputs: Outputs, table: dict | None,
     doc.table("removal", ["removed", f"this run ({result['method']})", "drop", "no calibration", "drop"],
               [["none" if not r["removed"] else ", ".join(r["removed"]), r["run"], r["run_drop"], r["baseline"],
                 r["baseline_drop"]] for r in removal["rows"]])
+    ceiling_part(doc, removal.get("ceiling"), result["method"])
     labels = list(result["dynamics"])  # this run's label, then its baseline's
     figure("removal", "Test metric with modalities removed",
            visual.removal_figure(removal, labels[0], labels[1] if len(labels) > 1 else None), "removal")
@@ -193,6 +196,16 @@ def build_document(run: Run, result: dict, outputs: Outputs, table: dict | None,
     for text in result["notes"]:
         doc.note("notes", text)
     return doc
+
+
+def ceiling_part(doc: Document, ceiling: dict | None, method: str) -> None:
+    if ceiling is None:
+        return
+    rows = [[label, ceiling[key]["as_is"], ceiling[key]["removed"], ceiling[key]["removed"] - ceiling[key]["as_is"]]
+            for key, label in (("run", f"this run ({method})"), ("baseline", "no calibration")) if key in ceiling]
+    doc.table("removal", ["model", f"{ceiling['metric']} as is", "perturbed modality removed by hand", "headroom"], rows,
+              caption=f"Removal ceiling on the {ceiling['samples']} perturbed samples of the split: how far silencing "
+                      "the unreliable modality perfectly would go")
 
 
 def run_section(doc: Document, run: Run, result: dict) -> None:

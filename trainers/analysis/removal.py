@@ -1,5 +1,7 @@
 """Modality removal at test time: each modality (and each pair, when one would be left) is made missing
-exactly as the data pipeline marks a missing modality (zeros, no valid step, present False)."""
+exactly as the data pipeline marks a missing modality (zeros, no valid step, present False). With a
+perturbation table, the removal "ceiling": each perturbed sample with its perturbed modality removed by
+hand, what a calibration that found and silenced the bad modality perfectly could reach."""
 from __future__ import annotations
 
 import itertools
@@ -53,3 +55,43 @@ def removal_section(run: Run, baseline: Run | None, batches: list[dict]) -> dict
                      "baseline": theirs[i]["value"] if theirs else None,
                      "baseline_drop": theirs[i]["drop"] if theirs else None})
     return {"metric": run.metric[0], "rows": rows}
+
+
+def without_perturbed(batch: dict, modalities: list[str], table: dict) -> dict:
+    """Each sample's perturbed modality (table: {sample_id: (modality, kind)}) made missing."""
+    features, mask, present = dict(batch["features"]), dict(batch["mask"]), batch["present"].clone()
+    for j, m in enumerate(modalities):
+        hit = torch.tensor([table.get(sid, ("", ""))[0] == m for sid in batch["sample_id"]])
+        if hit.any():
+            features[m] = features[m].masked_fill(hit[:, None, None], 0.0)
+            mask[m] = mask[m] & ~hit[:, None]
+            present[:, j] &= ~hit
+    return {**batch, "features": features, "mask": mask, "present": present}
+
+
+def perturbed_only(batches: list[dict], table: dict) -> list[dict]:
+    """The batches cut down to the samples the table marks as perturbed (empty batches dropped)."""
+    kept = []
+    for batch in batches:
+        rows = [i for i, sid in enumerate(batch["sample_id"]) if table.get(sid, ("", "clean"))[1] != "clean"]
+        if rows:
+            index = torch.tensor(rows)
+            kept.append({"features": {m: x[index] for m, x in batch["features"].items()},
+                         "mask": {m: x[index] for m, x in batch["mask"].items()}, "present": batch["present"][index],
+                         "target": batch["target"][index], "sample_id": [batch["sample_id"][i] for i in rows]})
+    return kept
+
+
+def ceiling_section(run: Run, baseline: Run | None, batches: list[dict], table: dict) -> dict | None:
+    """On the perturbed samples: the metric as is and with the perturbed modality removed by hand, for the
+    run and its baseline; None when the split has no perturbed sample."""
+    perturbed = perturbed_only(batches, table)
+    if not perturbed:
+        return None
+    name = run.metric[0]
+    section = {"metric": name, "samples": sum(len(b["sample_id"]) for b in perturbed)}
+    for label, r in (("run", run), ("baseline", baseline)):
+        if r is not None:
+            section[label] = {"as_is": evaluate(r, perturbed)[name],
+                              "removed": evaluate(r, perturbed, lambda b, m=r.modalities: without_perturbed(b, m, table))[name]}
+    return section
