@@ -16,7 +16,6 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import wait as wait_for_futures
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from extractors import DecodeError
@@ -26,10 +25,11 @@ from pipeline.extract import ExtractionReport, ModalitySummary, Todo
 from pipeline.manifest import read_manifest
 from pipeline.stages import extract_chunk, merge_summaries, plan_extraction
 from storage.lock import store_lock
+from storage.shards import StoreFullError
 
 GPU_LIMIT = "precal-gpu"  # global concurrency limit for chunks on a GPU: `prefect gcl create precal-gpu --limit N`
 RUNNERS = ("default", "dask")
-DETERMINISTIC = (DecodeError, ValueError, TypeError)  # fail the same way on every try
+DETERMINISTIC = (DecodeError, ValueError, TypeError, StoreFullError)  # fail the same way on every try
 
 log_temporary_server()  # before any flow of this package can start Prefect's temporary server
 
@@ -101,12 +101,25 @@ def extract_flow(manifest: str, store: str, config: ExtractConfig | None = None,
         plan = plan_extraction(samples, Path(store), config)
         submitted = [(m, extract_chunk_task.submit(store, m.modality, i, chunk, config, m.fingerprint, progress))
                      for m, i, chunk in plan.chunks(config.shard_size)]
-        wait_for_futures([f for _, f in submitted])  # every chunk commits what it can before any error surfaces
+        wait_for_chunks([f for _, f in submitted])
         parts = [(m, f.result()) for m, f in submitted]
     summaries = [merge_summaries(m, [p for owner, p in parts if owner is m]) for m in plan.modalities]
     report = {**ExtractionReport(summaries, samples.rejected).to_dict(), "key": plan.key, "chunks": len(submitted)}
     publish_extraction(report)
     return report
+
+
+def wait_for_chunks(futures: list) -> None:
+    """Wait for every chunk, so each commits what it can before any error surfaces; but after a full
+    disk, chunks not yet started are cancelled and the run stops: each would decode its samples only to
+    fail the same way."""
+    for n, future in enumerate(futures):
+        future.wait()
+        outcome = future.result(raise_on_failure=False)
+        if isinstance(outcome, StoreFullError):
+            for later in futures[n + 1:]:
+                later.wrapped_future.cancel()
+            raise outcome
 
 
 def publish_extraction(report: dict) -> None:

@@ -112,11 +112,14 @@ def extract(
 
 
 def _run_guarded(fn):
+    """fn(); store errors, which name their file and what to do, are printed as such, not as tracebacks."""
+    from storage.catalog import CatalogError
     from storage.lock import StoreLockedError
+    from storage.shards import StoreFullError
 
     try:
         return fn()
-    except StoreLockedError as err:
+    except (StoreLockedError, CatalogError, StoreFullError) as err:
         fail(str(err))
 
 
@@ -146,17 +149,18 @@ def status(
 
     if not store.is_dir():
         fail(f"{store}: no such store")
-    info = store_status(store)
+    info = _run_guarded(lambda: store_status(store))
     if as_json:
         if not failed:
             info["failed"] = len(info["failed"])
         print(json.dumps(info, indent=2))
         return
     table = Table(title=f"store {store}")
-    for column in ("modality", "encoder", "fingerprint", "ok", "failed"):
+    for column in ("modality", "encoder", "fingerprint", "ok", "failed", "missing"):
         table.add_column(column)
     for row in info["features"]:
-        table.add_row(row["modality"], row["encoder"], row["fingerprint"], str(row["ok"]), str(row["failed"]))
+        table.add_row(row["modality"], row["encoder"], row["fingerprint"], str(row["ok"]), str(row["failed"]),
+                      f"[red]{row['missing']}[/red]" if row["missing"] else "0")
     console.print(table)
     console.print(f"packs: {', '.join(info['packs']) or 'none'}")
     if failed:
@@ -170,15 +174,17 @@ def verify(
     repair: bool = typer.Option(False, help="Re-extract what a bad or missing shard held (needs --manifest)."),
     manifest: Optional[Path] = typer.Option(None, help="The manifest the store was extracted from (for --repair)."),
     allow_outside_root: bool = typer.Option(False, help="Allow manifest paths outside the manifest's folder."),
+    trust_remote_code: bool = typer.Option(False, help="For --repair: allow an encoder recorded with "
+                                           "trust_remote_code to run the Python code shipped with its model."),
 ):
     """Check every shard against the sha256 recorded in the catalog, and every pack's shards against its
     pack.json, and name each bad one."""
-    from pipeline.repair import repair_store
+    from pipeline.repair import RepairError, plan_repair, repair_store
     from storage.maintenance import verify as verify_store
 
     from tqdm.auto import tqdm
 
-    report = verify_store(store, progress=lambda it: tqdm(list(it), desc="verify", unit="shard"))
+    report = _run_guarded(lambda: verify_store(store, progress=lambda it: tqdm(list(it), desc="verify", unit="shard")))
     for shard, reason in sorted(report.bad.items()):
         console.print(f"[red]bad[/red] {shard}: {reason} ({len(report.samples[shard])} samples)")
     console.print(f"{report.checked} shards checked, {len(report.bad)} bad")
@@ -186,7 +192,14 @@ def verify(
     if repair and report.bad:
         if manifest is None:
             fail("--repair needs --manifest (the samples are extracted again from their sources)")
-        summaries = _run_guarded(lambda: repair_store(store, load_manifest(manifest, allow_outside_root), report))
+        try:
+            jobs = plan_repair(store, report, trust_remote_code=trust_remote_code)
+            for job in jobs:
+                console.print(f"repair will load the {job.describe()}", soft_wrap=True)
+            samples = load_manifest(manifest, allow_outside_root)
+            summaries = _run_guarded(lambda: repair_store(store, samples, report, jobs))
+        except RepairError as err:
+            fail(str(err))
         console.print(f"repaired: {sum(s.ok for s in summaries)} samples re-extracted")
     elif report.bad:
         raise typer.Exit(1)
@@ -211,13 +224,18 @@ def _verify_packs(store: Path) -> int:
 def gc(
     store: Path = typer.Option(..., help="Feature store folder."),
     dry_run: bool = typer.Option(False, help="Only list what would be removed."),
+    set_aside_damaged: bool = typer.Option(False, help="Rename unreadable catalog parts to *.damaged (their "
+                                           "samples are extracted again) instead of stopping."),
 ):
     """Remove shards nothing references, temporaries left by crashes; compact the catalog."""
     from storage.lock import store_lock
     from storage.maintenance import gc as store_gc
 
-    with store_lock(store):
-        removed = store_gc(store, dry_run=dry_run)
+    def collect():
+        with store_lock(store):
+            return store_gc(store, dry_run=dry_run, set_aside_damaged=set_aside_damaged)
+
+    removed = _run_guarded(collect)
     for path in removed:
         console.print(f"{'would remove' if dry_run else 'removed'} {path}")
     console.print(f"{len(removed)} paths {'to remove' if dry_run else 'removed'}")
@@ -238,7 +256,8 @@ def pack(
     from storage.pack import pack as pack_store
 
     config = extract_config(modality, encoder, option, dtype=dtype)
-    result = pack_store(store, load_manifest(manifest, allow_outside_root), selection_for(store, config))
+    samples = load_manifest(manifest, allow_outside_root)
+    result = _run_guarded(lambda: pack_store(store, samples, selection_for(store, config)))
     if result.rebuilt:
         console.print(f"[yellow]the pack under this id was damaged ({result.rebuilt}): rebuilt it[/yellow]",
                       soft_wrap=True)

@@ -1,38 +1,102 @@
-"""Repair: re-extract what damaged or missing shards held, with the encoder recorded beside them."""
+"""Repair: re-extract what damaged or missing shards held, with the encoder recorded beside them.
+
+The store is data, not code: its `encoder.json` may have been edited by anyone who could write the
+store. So repair never enables `trust_remote_code` unless the user passes it on the command line,
+says what it is about to load before loading it, and reads every record it needs before deleting
+anything, so that a damaged record leaves the store as it found it.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.extract import ModalitySummary, build_encoder, extract_modality, plan
+from extractors import DEFAULTS, Encoder
+from pipeline.extract import DTYPES, ModalitySummary, build_encoder, extract_modality, plan, store_fingerprint
 from pipeline.manifest import Manifest
 from storage.catalog import Catalog
 from storage.lock import store_lock
 from storage.maintenance import VerifyReport
 
 
-def repair_store(store: Path, manifest: Manifest, report: VerifyReport) -> list[ModalitySummary]:
+class RepairError(RuntimeError):
+    """Repair cannot start; nothing has been deleted. The message names the file and the reason."""
+
+
+@dataclass
+class RepairJob:
+    record: Path  # features/<modality>/<fingerprint>/encoder.json
+    modality: str
+    name: str | None
+    options: dict
+    dtype: str
+
+    @property
+    def fingerprint(self) -> str:
+        return self.record.parent.name
+
+    def describe(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items())) or "no options"
+        return (f"{self.modality} encoder {self.name or DEFAULTS[self.modality]} with {options}, stored as {self.dtype} "
+                f"(recorded in {self.record})")
+
+
+def plan_repair(store: Path, report: VerifyReport, *, trust_remote_code: bool = False) -> list[RepairJob]:
+    """One job per encoder whose shards are bad, read from its encoder.json; RepairError before any change."""
+    folders = sorted({Path(shard).parent for shard in report.bad})  # features/<modality>/<fingerprint>
+    return [_job(store, store / folder / "encoder.json", trust_remote_code) for folder in folders]
+
+
+def repair_store(store: Path, manifest: Manifest, report: VerifyReport, jobs: list[RepairJob]) -> list[ModalitySummary]:
     with store_lock(store):
+        encoders = [_encoder_for(job) for job in jobs]  # loaded and checked before anything is deleted
         for shard in report.bad:
             (store / shard).unlink(missing_ok=True)  # damaged bytes must not be read again
-        groups = {Path(shard).parent for shard in report.bad}  # features/<modality>/<fingerprint>
-        return [_reextract(store, manifest, store / folder) for folder in sorted(groups)]
+        return [extract_modality(plan(manifest, store, encoder, job.dtype)[0], encoder, store, dtype=job.dtype)
+                for job, encoder in zip(jobs, encoders)]
 
 
-def _reextract(store: Path, manifest: Manifest, folder: Path) -> ModalitySummary:
-    info_path = folder / "encoder.json"
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{info_path}: no record of the encoder that made these features; run `precal extract` again")
-    info = json.loads(info_path.read_text())
-    encoder = build_encoder(info["modality"], info["name"], info["options"])
-    dtype = _dtype_of(store, folder)
-    todo, _ = plan(manifest, store, encoder, dtype)
-    return extract_modality(todo, encoder, store, dtype=dtype)
+def _job(store: Path, record: Path, trust_remote_code: bool) -> RepairJob:
+    info = _read_record(record)
+    options = dict(info["options"])
+    recorded_trust = options.pop("trust_remote_code", False)
+    if recorded_trust and not trust_remote_code:
+        raise RepairError(f"{record}: these features were made with trust_remote_code=true, which runs Python code "
+                          f"shipped with the model ({options.get('model', 'unknown model')}); repair enables it only "
+                          "when you pass --trust-remote-code")
+    if recorded_trust:
+        options["trust_remote_code"] = True
+    dtype = info.get("dtype") or _dtype_of(store, record.parent.name)
+    if dtype not in DTYPES:
+        raise RepairError(f"{record}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return RepairJob(record, info["modality"], info["name"], options, dtype)
 
 
-def _dtype_of(store: Path, folder: Path) -> str:
-    fingerprint = folder.name
+def _read_record(record: Path) -> dict:
+    if not record.is_file():
+        raise RepairError(f"{record}: no record of the encoder that made these features; run `precal extract` again")
+    try:
+        info = json.loads(record.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RepairError(f"{record}: damaged encoder record ({err}); run `precal extract` with the same encoder "
+                          "to extract these samples again") from None
+    if not (isinstance(info, dict) and isinstance(info.get("options"), dict) and "modality" in info and "name" in info):
+        raise RepairError(f"{record}: damaged encoder record (expected modality, name and options); run "
+                          "`precal extract` with the same encoder to extract these samples again")
+    return info
+
+
+def _encoder_for(job: RepairJob) -> Encoder:
+    encoder = build_encoder(job.modality, job.name, job.options)
+    made = store_fingerprint(encoder, job.dtype)
+    if made != job.fingerprint:  # features would land beside the damaged ones, not replace them
+        raise RepairError(f"{job.record}: this encoder now has fingerprint {made}, not {job.fingerprint} (its weights, "
+                          "options or precal changed); run `precal extract` instead")
+    return encoder
+
+
+def _dtype_of(store: Path, fingerprint: str) -> str:
     for row in Catalog(store).latest():
         if row["fingerprint"] == fingerprint and row["dtype"]:
             return row["dtype"]
