@@ -4,9 +4,11 @@ layout, which plain `webdataset` reads too).
 webdataset's generic pipeline (tarfile plus a chain of generators) costs ~240 us per sample on a pack's
 few small members, more than the rest of loading together. This reads the 512-byte headers directly.
 It reads the tars that `tarfile` writes (ustar, pax, GNU long names) and treats a shard as untrusted:
-every header's checksum, magic and numbers are checked, a member over MAX_MEMBER_BYTES is refused before
-it is read, only regular files are returned (links, devices, directories are skipped; nothing is ever
-written), and any damage raises CorruptShard, which names the shard and the byte offset.
+every header's checksum, magic and numbers are checked, a member over MAX_MEMBER_BYTES (or of negative
+size) is refused before it is read, every step moves forward through the file, the file must end with
+tar's end-of-archive block (a shard cut at a member boundary would otherwise read as a shorter one), only
+regular files are returned (links, devices, directories are skipped; nothing is ever written), and any
+damage raises CorruptShard, which names the shard and the byte offset.
 """
 from __future__ import annotations
 

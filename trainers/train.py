@@ -333,7 +333,7 @@ def load_latest_checkpoint(out: Path) -> dict | None:
         try:
             return load_checkpoint(path)
         except CheckpointError as err:
-            tqdm.write(f"warning: {err}; resuming from the checkpoint before it", file=sys.stderr)
+            tqdm.write(f"warning: {err}; falling back to the checkpoint of the epoch before", file=sys.stderr)
     return None
 
 
