@@ -408,7 +408,7 @@ def test_full_disk_stops_the_run_and_closes_the_workers(tmp_path, monkeypatch):
     manifest = read_manifest(bundled_subset(tmp_path / "data", 3))
     config = ExtractConfig(modalities={"audio": EncoderChoice()}, num_workers=1, shard_size=1)
     with pytest.raises(StoreFullError, match="no space left on the store's device while writing .*shard") as caught:
-        run_extraction(manifest, tmp_path / "store", config, progress=False)
+        run_extraction(manifest, tmp_path / "store", config, progress=True)  # as in flows: a bar keeps its iterable
     assert caught.value.__traceback__ is not None  # the traceback (and the frames it holds) is still alive
     assert not multiprocessing.active_children(), "a decoding worker outlived the failed extraction"
 
