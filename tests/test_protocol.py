@@ -101,7 +101,7 @@ def test_protocol_from_training_to_results(tmp_path, monkeypatch):
     compared = [c for c in results["comparisons"] if c["method"] == "reliability+aug"]
     assert {c["baseline"] for c in compared} == {"none+aug", "none+aug+branch"}
     assert all(c[s]["low"] <= c[s]["diff"] <= c[s]["high"] for c in compared for s in ("test", "clean", "pert"))
-    assert [v["backbone"] for v in results["verdicts"]] == ["late"]
+    assert [(v["backbone"], v["baseline"]) for v in results["verdicts"]] == [("late", "none+aug")]
     assert "| late | reliability+aug | 2 |" in (config.out / "results.md").read_text()
 
     # evaluations are kept beside each run: a second pass reads them instead of evaluating again

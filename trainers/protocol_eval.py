@@ -21,6 +21,7 @@ from trainers.analysis.removal import remove, without_perturbed
 from trainers.analysis.runs import collect, load_batches, load_run
 from trainers.data import read_pack
 from trainers.metrics import classification_metrics, json_safe
+from trainers.protocol import BASELINES
 from trainers.train import write_json_atomic
 
 TEST_SETS = {"test": "standard", "clean": "clean", "pert": "perturbed"}  # test set -> the build it comes from
@@ -160,8 +161,6 @@ def summarize(evaluations: list[dict]) -> list[dict]:
 def comparisons(evaluations: list[dict], resamples: int) -> list[dict]:
     """Every method against each baseline of trainers.protocol.BASELINES, same regime and backbone, over
     the seeds both have, on each test set."""
-    from trainers.protocol import BASELINES
-
     index = {(e["regime"], e["backbone"], e["method"], e["seed"]): e for e in evaluations}
     rows = []
     for (regime, backbone, method, _) in sorted({k[:3] + (None,) for k in index}):
@@ -183,31 +182,36 @@ def comparisons(evaluations: list[dict], resamples: int) -> list[dict]:
     return rows
 
 
-def verdicts(summary: list[dict], compared: list[dict], method: str = "reliability+aug") -> list[dict]:
-    """RESEARCH.md section 4's pass criteria for `method`, per regime and backbone: AUROC >= 0.8 on pert;
-    the pert interval against the stronger (on pert) of none+aug and none+aug+branch excludes 0; no loss
-    on clean (the clean interval against it reaches 0 or above). Also the interval against none+aug alone."""
-    from trainers.protocol import BASELINES
+def same_training_baseline(method: str) -> str | None:
+    """The baseline trained with the same options: "reliability+aug+branch" -> "none+aug+branch"."""
+    base, *options = method.split("+")
+    baseline = "+".join(["none", *options])
+    return baseline if base != "none" and baseline in BASELINES else None
 
+
+def verdicts(summary: list[dict], compared: list[dict], methods=("reliability+aug", "reliability+aug+branch")) -> list[dict]:
+    """RESEARCH.md section 4's pass criteria, per method, regime and backbone: AUROC >= 0.8 on pert; the pert
+    interval against the same-training baseline (none with the same +aug/+branch) excludes 0; no loss on
+    clean (its clean interval reaches 0 or above). Also the interval against the stronger of the two
+    baselines on pert, whatever its training."""
     means = {(r["regime"], r["backbone"], r["method"]): r for r in summary}
     rows = []
     for r in summary:
-        if r["method"] != method:
+        if r["method"] not in methods:
             continue
         key = (r["regime"], r["backbone"])
-        pert = {b: means[(*key, b)]["pert"]["mean"] for b in BASELINES if (*key, b) in means}
-        if not pert:
+        against = {c["baseline"]: c for c in compared if (c["regime"], c["backbone"], c["method"]) == (*key, r["method"])}
+        same = against.get(same_training_baseline(r["method"]))
+        if same is None:
             continue
+        pert = {b: means[(*key, b)]["pert"]["mean"] for b in against}
         strongest = max(pert, key=pert.get)
-        against = {c["baseline"]: c for c in compared if (c["regime"], c["backbone"], c["method"]) == (*key, method)}
         auroc = (r.get("auroc_all") or {}).get("mean")
-        versus = against[strongest]
-        rows.append({"regime": key[0], "backbone": key[1], "method": method, "strongest_baseline": strongest,
-                     "auroc_pert": auroc, "auroc_ok": auroc is not None and auroc >= 0.8,
-                     "pert_vs_strongest": versus["pert"], "pert_ok": versus["pert"]["low"] > 0,
-                     "clean_vs_strongest": versus["clean"], "clean_ok": versus["clean"]["high"] >= 0,
-                     "pert_vs_none_aug": against.get("none+aug", {}).get("pert"),
-                     "seeds": versus["seeds"]})
+        rows.append({"regime": key[0], "backbone": key[1], "method": r["method"], "baseline": same["baseline"],
+                     "seeds": same["seeds"], "auroc_pert": auroc, "auroc_ok": auroc is not None and auroc >= 0.8,
+                     "pert_vs_baseline": same["pert"], "pert_ok": same["pert"]["low"] > 0,
+                     "clean_vs_baseline": same["clean"], "clean_ok": same["clean"]["high"] >= 0,
+                     "strongest_baseline": strongest, "pert_vs_strongest": against[strongest]["pert"]})
     return rows
 
 
@@ -268,13 +272,17 @@ def results_markdown(results: dict) -> str:
     for c in results["comparisons"]:
         lines.append(f"| {c['regime']} | {c['backbone']} | {c['method']} | {c['baseline']} | {len(c['seeds'])} "
                      f"| {interval(c['test'])} | {interval(c['clean'])} | {interval(c['pert'])} |")
-    lines += ["", "## Pass criteria (RESEARCH.md section 4) for reliability+aug", "",
-              "| regime | backbone | seeds | AUROC pert >= 0.8 | pert vs strongest baseline excludes 0 | no loss on clean |",
-              "|" + " --- |" * 6]
+    lines += ["", "## Pass criteria (RESEARCH.md section 4)", "",
+              "Against the baseline trained the same way (none with the same +aug/+branch); the last column is "
+              "the stronger of none+aug and none+aug+branch on pert, whatever its training.", "",
+              "| regime | backbone | method | seeds | AUROC pert >= 0.8 | pert interval excludes 0 | no loss on clean "
+              "| pert vs strongest baseline |", "|" + " --- |" * 8]
+    mark = {True: "yes", False: "**no**"}
     for v in results["verdicts"]:
-        mark = {True: "yes", False: "**no**"}
-        lines.append(f"| {v['regime']} | {v['backbone']} | {len(v['seeds'])} | {mark[v['auroc_ok']]} "
-                     f"({v['auroc_pert']:.3f}) | {mark[v['pert_ok']]} ({v['strongest_baseline']}: "
-                     f"{interval(v['pert_vs_strongest'])}) | {mark[v['clean_ok']]} ({interval(v['clean_vs_strongest'])}) |")
+        auroc = "-" if v["auroc_pert"] is None else f"{v['auroc_pert']:.3f}"
+        lines.append(f"| {v['regime']} | {v['backbone']} | {v['method']} | {len(v['seeds'])} | {mark[v['auroc_ok']]} "
+                     f"({auroc}) | {mark[v['pert_ok']]} ({v['baseline']}: {interval(v['pert_vs_baseline'])}) "
+                     f"| {mark[v['clean_ok']]} ({interval(v['clean_vs_baseline'])}) "
+                     f"| {v['strongest_baseline']}: {interval(v['pert_vs_strongest'])} |")
     lines.append("")
     return "\n".join(lines)
