@@ -1,8 +1,8 @@
 """Training-loop throughput: shards streamed through DataLoader workers vs tensors already in memory,
-and the step-time overhead of the calibration module per backbone. Both in one process, same model, and
+and the step-time overhead and parameter share of each calibration variant per backbone. Both in one process, same model, and
 the batches train() would give it (late fusion: time means pooled by the loader, in memory likewise).
 
-    python benchmarks/train_bench.py [--pack DIR] [--json out.json]
+    python benchmarks/train_bench.py [--pack DIR] [--json out.json] [--variants paper reliability reliability:32]
 
 Without --pack, a synthetic pack with realistic shapes is written to a temporary folder: text
 [~12, 384], audio [~100, 64], video [~10, 1024], float16, 2000 training samples.
@@ -150,27 +150,43 @@ def timed_step(model, optimizer, batch, config, rt: Runtime, amp: bool) -> float
     return time.perf_counter() - start
 
 
+def variant_config(args, backbone: str, variant: str) -> TrainConfig:
+    """"none", a calibration variant ("paper", "reliability"), or "reliability:N" (evidence heads of width N)."""
+    if variant == "none":
+        return run_config(args, backbone=backbone)
+    name, _, width = variant.partition(":")
+    options = {"reliability": {"evidence_hidden": int(width)}} if width else {}
+    return run_config(args, backbone=backbone, method="calibration", calibration=name, model_options=options)
+
+
 def calibration_overhead(args, info, memories, rt: Runtime) -> dict:
-    """Median optimiser-step time without and with calibration, per backbone, on the same device-resident
-    batches; the two models take turns step by step so that background load hits both alike."""
+    """Median optimiser-step time of each calibration variant against none, per backbone, on the same
+    device-resident batches (a step includes the variant's own losses); the models take turns step by step
+    so that background load hits all alike. Also each module's parameters as a share of the backbone's."""
     report = {}
+    variants = ["none", *args.variants]
     for backbone in args.backbones:
         memory = memories(backbone)
         batches = [to_device(b, rt.device)
                    for b in memory.batches(args.batch_size, shuffle=True, seed=0, drop_last=True)]
-        configs = {m: run_config(args, backbone=backbone, method=m) for m in ("none", "calibration")}
-        models = {m: fresh_model(c, info, memory.spec, rt) for m, c in configs.items()}
+        configs = {v: variant_config(args, backbone, v) for v in variants}
+        models = {v: fresh_model(c, info, memory.spec, rt) for v, c in configs.items()}
         amp = use_amp(configs["none"], rt.device)
-        times = {m: [] for m in configs}
+        times = {v: [] for v in configs}
         for i in range(args.warmup + args.steps):
-            for m, (model, optimizer) in models.items():
-                seconds = timed_step(model, optimizer, batches[i % len(batches)], configs[m], rt, amp)
+            for v, (model, optimizer) in models.items():
+                seconds = timed_step(model, optimizer, batches[i % len(batches)], configs[v], rt, amp)
                 if i >= args.warmup:
-                    times[m].append(seconds)
-        plain, calibrated = (statistics.median(times[m]) * 1000 for m in ("none", "calibration"))
-        report[backbone] = {"none_ms": round(plain, 3), "calibration_ms": round(calibrated, 3),
-                            "overhead": round(calibrated / plain - 1, 4)}
-    report["target"] = 0.10
+                    times[v].append(seconds)
+        plain = statistics.median(times["none"]) * 1000
+        backbone_parameters = sum(p.numel() for p in models["none"][0].backbone.parameters())
+        report[backbone] = {"none_ms": round(plain, 3), "backbone_parameters": backbone_parameters}
+        for v in args.variants:
+            ms = statistics.median(times[v]) * 1000
+            module = sum(p.numel() for p in models[v][0].calibration.parameters())
+            report[backbone][v] = {"ms": round(ms, 3), "overhead": round(ms / plain - 1, 4), "parameters": module,
+                                   "parameter_share": round(module / backbone_parameters, 4)}
+    report["target"] = {"paper": 0.10, "reliability": 0.25}
     return report
 
 
@@ -191,6 +207,9 @@ def main() -> None:
     parser.add_argument("--stream-backbones", nargs="+", default=["late"],
                         help="backbones for stream vs memory (the first is the headline number)")
     parser.add_argument("--backbones", nargs="+", default=["late", "conv", "mult"])
+    parser.add_argument("--variants", nargs="+", default=["paper", "reliability"],
+                        help="calibration variants timed against none; reliability:N = evidence heads of width N")
+    parser.add_argument("--skip-stream", action="store_true", help="only the calibration overhead")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
@@ -214,7 +233,7 @@ def main() -> None:
         with cpu_threads(rt.device, args.num_workers):  # the thread budget train() uses, for both sources
             results = {"device": describe(rt.device), "torch_threads": torch.get_num_threads(),
                        "cpu_count": os.cpu_count(), "train_samples": info.count("train"),
-                       "stream_vs_memory": compare_sources(args, info, memories, rt),
+                       "stream_vs_memory": None if args.skip_stream else compare_sources(args, info, memories, rt),
                        "calibration_step_overhead": calibration_overhead(args, info, memories, rt)}
     print(json.dumps(results, indent=2))
     if args.json:
