@@ -42,4 +42,4 @@ clean:
 
 # Rebuild the bundled AV-digits sample from ../shared/data (about 10 s).
 sample: $(STAMP)
-	$(BIN)/python -c "from pipeline.datasets.avdigits import build_sample; build_sample()"
+	$(BIN)/python -c "from pipeline.datasets.avdigits import build_sample; build_sample(); build_sample(perturbed=True)"

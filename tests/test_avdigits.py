@@ -167,3 +167,23 @@ def test_bundled_sample_is_small_complete_and_attributed():
     licences = (sample / "LICENSES.md").read_text(encoding="utf-8")
     assert "CC BY-SA 4.0" in licences and "CC BY-SA 3.0" in licences and "BSD" in licences
     assert np.isin([int(r["label"]) for r in rows], range(10)).all()
+
+
+def test_bundled_perturbed_test_set_is_the_same_recordings_each_with_one_modality_perturbed():
+    sample, perturbed = bundled_sample_dir(), bundled_sample_dir(perturbed=True)
+    test = {r["sample_id"]: r for r in read_rows(sample / "perturbations.csv") if r["split"] == "test"}
+    rows = read_rows(perturbed / "perturbations.csv")
+    assert sorted(r["sample_id"] for r in rows) == sorted(test)
+    assert all(r["kind"] in ("conflict", "degraded") and r["modality"] for r in rows)
+    # same recording and image; the perturbation may swap one of them (conflict) but the label stays
+    manifest = {r["sample_id"]: r for r in read_rows(sample / "manifest.csv")}
+    assert all(m["label"] == manifest[m["sample_id"]]["label"] for m in read_rows(perturbed / "manifest.csv"))
+    assert all((perturbed / m["video"]).is_file() for m in read_rows(perturbed / "manifest.csv"))
+
+
+def test_splits_keeps_only_the_chosen_splits_as_planned(tiny, fsdd_subset, mnist_file, tmp_path):
+    build_avdigits(fsdd_subset, mnist_file, tmp_path, per_class=3, seed=1, perturb_share=0.5, splits=("test",),
+                   progress=False)
+    whole = [r for r in read_rows(tiny.parent / "perturbations.csv") if r["split"] == "test"]
+    assert read_rows(tmp_path / "perturbations.csv") == whole
+    assert len(list((tmp_path / "clips").iterdir())) == len(whole)
