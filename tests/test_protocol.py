@@ -9,7 +9,7 @@ import trainers.protocol_eval as protocol_eval
 from pipeline.config import ConfigError
 from tests.pack_helpers import write_pack
 from trainers.protocol import ProtocolConfig, load_protocol_config, parse_method, plan_runs, train_all
-from trainers.protocol_eval import evaluate_runs, paired_bootstrap, write_results
+from trainers.protocol_eval import evaluate_runs, paired_bootstrap, robustness, write_results
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -104,6 +104,14 @@ def test_protocol_from_training_to_results(tmp_path, monkeypatch):
     assert [(v["backbone"], v["baseline"]) for v in results["verdicts"]] == [("late", "none+aug")]
     assert "| late | reliability+aug | 2 |" in (config.out / "results.md").read_text()
 
+    # the demo's summary: clean samples of the run's own test split, and the perturbed test set
+    entries = [{"out": str(r.out), "backbone": r.backbone, "method": r.method,
+                "calibration": r.calibration if r.method == "calibration" else None} for _, _, r in runs]
+    summary = robustness(entries, builds["standard"][1], pack, builds["perturbed"][1])
+    reliability, none = summary["late / calibration (reliability)"], summary["late / none"]
+    assert (reliability["runs"], none["runs"]) == (2, 4)  # none+aug and none+aug+branch share the name
+    assert reliability["auroc"]["n"] == 2 and none["auroc"] is None
+    assert 0 <= reliability["clean"]["mean"] <= 1 and 0 <= none["pert"]["mean"] <= 1
     # evaluations are kept beside each run: a second pass reads them instead of evaluating again
     monkeypatch.setattr(protocol_eval, "evaluate_run", lambda *a: pytest.fail("evaluated again"))
     assert evaluate_runs(runs, builds)[0]["sets"]["pert"]["accuracy"] == results["runs"][0]["sets"]["pert"]["accuracy"]

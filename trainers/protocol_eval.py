@@ -17,7 +17,7 @@ import torch
 from trainers.analysis.corruption import corrupted_batches
 from trainers.analysis.corruption import feature_std as corruption_std
 from trainers.analysis.detection import detection_metrics, read_perturbations
-from trainers.analysis.removal import remove, without_perturbed
+from trainers.analysis.removal import perturbed_only, remove, without_perturbed
 from trainers.analysis.runs import collect, load_batches, load_run
 from trainers.data import read_pack
 from trainers.metrics import classification_metrics, json_safe
@@ -286,3 +286,21 @@ def results_markdown(results: dict) -> str:
                      f"| {v['strongest_baseline']}: {interval(v['pert_vs_strongest'])} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def robustness(runs: list[dict], test_table: Path, pert_pack: Path, pert_table: Path) -> dict:
+    """For the demo: per variant ({backbone} / {method}), mean and std over seeds of the accuracy on the clean
+    samples of the runs' own test split, on a perturbed test set (another pack of the same samples, one
+    modality perturbed in each), and of the instance scales' AUROC there. runs: trainers.experiment results."""
+    from trainers.experiment import variant_name
+
+    clean_table, pert = read_perturbations(test_table), read_perturbations(pert_table)
+    groups: dict[str, list] = {}
+    for entry in runs:
+        run = load_run(entry["out"])
+        clean = perturbed_only(load_batches(run, "test"), clean_table, perturbed=False)
+        scored = evaluate_set(run, load_batches(run, "test", read_pack(pert_pack)), pert)
+        auroc = scored["detection"]["auroc"]["all"] if "detection" in scored else None
+        groups.setdefault(variant_name(entry), []).append((accuracy(run.model, clean), scored["accuracy"], auroc))
+    return {name: {"runs": len(values), "clean": spread([v[0] for v in values]), "pert": spread([v[1] for v in values]),
+                   "auroc": spread([v[2] for v in values])} for name, values in groups.items()}

@@ -69,11 +69,13 @@ def without_perturbed(batch: dict, modalities: list[str], table: dict) -> dict:
     return {**batch, "features": features, "mask": mask, "present": present}
 
 
-def perturbed_only(batches: list[dict], table: dict) -> list[dict]:
-    """The batches cut down to the samples the table marks as perturbed (empty batches dropped)."""
+def perturbed_only(batches: list[dict], table: dict, perturbed: bool = True) -> list[dict]:
+    """The batches cut down to the samples the table marks as perturbed (or, with perturbed=False, as
+    clean); empty batches dropped."""
     kept = []
     for batch in batches:
-        rows = [i for i, sid in enumerate(batch["sample_id"]) if table.get(sid, ("", "clean"))[1] != "clean"]
+        rows = [i for i, sid in enumerate(batch["sample_id"])
+                if (table.get(sid, ("", "clean"))[1] != "clean") == perturbed]
         if rows:
             index = torch.tensor(rows)
             kept.append({"features": {m: x[index] for m, x in batch["features"].items()},
