@@ -12,14 +12,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.cli import app
 from pipeline.manifest import read_manifest, write_manifest
 from storage.pack import pack, verify_packs
 from tests.pack_helpers import write_pack
 from tests.test_storage import add_features
 from trainers import train as train_module
 from trainers.config import TrainConfig
-from trainers.data import CorruptSample, eval_loader, read_pack, BatchSpec
+from trainers.data import BatchSpec, CorruptSample, eval_loader, read_pack
 from trainers.metrics import json_safe
 from trainers.shard_reader import CorruptShard, count_samples, tar_samples
 from trainers.train import NonFiniteLoss, evaluate, load_checkpoint, train, write_json_atomic
@@ -179,6 +178,8 @@ def flip_a_byte(path):
     (lambda p: (p.parent / "pack.json").write_text('{"splits": {"tra'), "pack.json is missing, unreadable"),
 ])
 def test_a_damaged_pack_is_named_by_verify_and_rebuilt_by_pack(toy_store, damage, reason):
+    from pipeline.cli import app  # the CLI imports Prefect's settings: only where it is used
+
     manifest, store = toy_store
     first = pack(store, manifest, {"text": "ft"}, progress=False)
     original = {p.name: p.read_bytes() for p in first.path.iterdir()}
@@ -244,13 +245,13 @@ def read_all(path) -> list[dict]:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("size_field", [b"-0000001", b"-1", b"+0000010", b"\xff" * 12,
+@pytest.mark.parametrize("size_field", [b"-0000001", b"-1", b"\xff" * 12,
                                         b"\xff" + b"\xff" * 10 + b"\xfe"])
 def test_a_negative_size_is_refused(tmp_path, size_field):
     path = tmp_path / "s.tar"
     member = set_field(header("a.audio.npy"), 124, 136, size_field)
     path.write_bytes(shard_of(bytes(header("a.json", 2)), padded(b"{}"), bytes(member), padded(b"x" * 600)))
-    with pytest.raises(CorruptShard, match=f"{path}.*(negative size|bad number)"):
+    with pytest.raises(CorruptShard, match=f"{path}.*negative size"):
         read_all(path)
 
 

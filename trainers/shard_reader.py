@@ -40,9 +40,7 @@ def _number(field: bytes) -> int:
     if field[0] in (0x80, 0xFF):
         return int.from_bytes(field[1:], "big") - (256 ** (len(field) - 1) if field[0] == 0xFF else 0)
     digits = field.split(b"\0", 1)[0].strip()
-    if digits[:1] in (b"-", b"+"):  # int() takes a sign; tar's octal digits never have one
-        raise ValueError(f"bad number {digits!r}")
-    return int(digits, 8) if digits else 0
+    return int(digits, 8) if digits else 0  # int() takes a sign: a negative size is refused by the caller
 
 
 def _checksum_ok(header: bytes) -> bool:
