@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import multiprocessing
 import os
 import signal
@@ -59,10 +60,18 @@ def _threads(n: int | None):
 def _init_worker(_: int) -> None:
     """Workers use the cores one clip each (DataLoader already sets torch to one thread; PyAV is set
     per stream and OpenCV at import in decode.py)."""
-    # Forked workers inherit the parent's Python SIGTERM handler (Prefect's raises); being terminated
-    # at shutdown must not look like a crash.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
+
+
+@functools.cache
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Decoding workers start from a clean forkserver process, never forked from the caller: a process
+    that has run a Prefect flow (or Dask) has threads whose held locks a fork would copy, so a forked
+    worker could hang at exit, and it would inherit every open descriptor (the store's lock among them).
+    The server imports the main module and this one once, so workers still start in milliseconds."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", __name__])
+    return context
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -109,6 +118,7 @@ def extract_features(
         num_workers=workers,
         collate_fn=list,  # items keep their own lengths (encoders pad) and errors stay values
         worker_init_fn=_init_worker if workers else None,
+        multiprocessing_context=_worker_context() if workers else None,
         prefetch_factor=4 if workers else None,
     )
     threads = max(1, (os.cpu_count() or 1) - workers) if workers and device.type == "cpu" else None
