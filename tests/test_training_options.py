@@ -132,3 +132,10 @@ def test_reliability_trains_with_augmentation_and_branch_losses(pack, tmp_path):
                            calibration="reliability", augment={}, branch_unimodal_weight=1.0,
                            model_options={"reliability": {"scale_loss": "tcp", "evidence_hidden": 8}}))
     assert metrics["best_epoch"] in (1, 2) and metrics["test"]["accuracy"] >= 0
+
+
+def test_reliability_and_augmentation_train_on_a_regression_pack(tmp_path):
+    pack = write_pack(tmp_path / "regression", task="regression")
+    metrics = train(config(pack, tmp_path / "run", method="calibration", calibration="reliability",
+                           augment={}, branch_unimodal_weight=0.5))
+    assert metrics["selection"]["metric"] == "mae" and metrics["test"]["mae"] > 0
