@@ -92,9 +92,12 @@ def verify_pack(path: Path) -> str | None:
     pack.json recorded for it."""
     try:
         splits = json.loads((path / "pack.json").read_text(encoding="utf-8"))["splits"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"pack.json is missing or unreadable ({type(err).__name__}: {err})"
+    try:
         shards = [(name, split["sha256"][name]) for split in splits.values() for name in split["shards"]]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        return f"pack.json is missing, unreadable or records no shard sha256 ({type(err).__name__}: {err})"
+    except (KeyError, TypeError, AttributeError):
+        return "pack.json records no sha256 for some shard (an older precal wrote it, or it was edited)"
     for name, digest in shards:
         if not (path / name).is_file():
             return f"{name} is missing"

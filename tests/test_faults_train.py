@@ -175,7 +175,9 @@ def flip_a_byte(path):
     (flip_a_byte, "valid-000000.tar: sha256 mismatch"),
     (lambda p: p.write_bytes(p.read_bytes()[:1536]), "valid-000000.tar: sha256 mismatch"),
     (lambda p: p.unlink(), "valid-000000.tar is missing"),
-    (lambda p: (p.parent / "pack.json").write_text('{"splits": {"tra'), "pack.json is missing, unreadable"),
+    (lambda p: (p.parent / "pack.json").write_text('{"splits": {"tra'), "pack.json is missing or unreadable"),
+    (lambda p: (p.parent / "pack.json").write_text('{"splits": {"train": {"shards": ["x.tar"], "count": 1}}}'),
+     "pack.json records no sha256"),
 ])
 def test_a_damaged_pack_is_named_by_verify_and_rebuilt_by_pack(toy_store, damage, reason):
     from pipeline.cli import app  # the CLI imports Prefect's settings: only where it is used
