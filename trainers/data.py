@@ -29,6 +29,7 @@ import itertools
 import json
 import math
 import multiprocessing
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -271,10 +272,20 @@ def _tar_samples(urls: list[str]) -> Iterator[dict]:
     return shards_samples(urls)
 
 
-@functools.lru_cache(maxsize=16)
 def shard_sizes(urls: tuple[str, ...]) -> tuple[int, ...]:
-    """Samples per shard, counted from the tar headers alone."""
-    return tuple(count_samples(url) for url in urls)
+    """Samples per shard, counted from the tar headers alone, once per version of each file: a pack rebuilt
+    in this process (or a shard damaged since) is counted again."""
+    return tuple(_samples_in(url, *_version(url)) for url in urls)
+
+
+def _version(url: str) -> tuple[int, int, int]:
+    status = os.stat(url)
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=4096)
+def _samples_in(url: str, inode: int, size: int, mtime_ns: int) -> int:
+    return count_samples(url)
 
 
 class TrainStream(IterableDataset):
