@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import multiprocessing
 import os
-import signal
-import sys
+import select
+import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -74,18 +73,24 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
 def _die_with_parent() -> None:
     """A worker whose parent is killed (the OOM killer's SIGKILL) would otherwise block forever on its
-    queue, holding ~1 GB and everything it inherited; the kernel kills it with its parent instead."""
-    if not sys.platform.startswith("linux"):
-        return
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    queue, holding ~1 GB; it exits as soon as the process that started it is gone instead. Watched by
+    pid (a pidfd), not by parenthood: a forkserver is the workers' parent, and it outlives the killed
+    process while the workers keep its liveness pipe open."""
     parent = multiprocessing.parent_process()
-    if parent is not None and not parent.is_alive():  # died before prctl took effect
+    if parent is None or not hasattr(os, "pidfd_open"):  # pidfds are Linux's (5.3+)
+        return
+    try:
+        watched = os.pidfd_open(parent.pid)
+    except ProcessLookupError:  # gone before the worker started
         os._exit(1)
+    threading.Thread(target=_exit_when_gone, args=(watched,), name="parent-watchdog", daemon=True).start()
+
+
+def _exit_when_gone(watched: int) -> None:
+    select.select([watched], [], [])  # a pidfd turns readable when its process exits
+    os._exit(1)
 
 
 def extract_features(

@@ -151,22 +151,30 @@ from extractors.extract import extract_features
 from pipeline.manifest import Sample
 from storage.lock import store_lock
 
-report = int(sys.argv[2])
-never_r, never_w = os.pipe()  # the worker holds both ends: its read blocks forever, like a stuck queue
 
 class Hang:
+    def __init__(self, report, never):
+        self.report, self.never = report, never
+
     def __call__(self, sample):
-        os.write(report, f"{os.getpid()}\\n".encode())
-        os.read(never_r, 1)
+        with open(self.report, "w") as out:
+            out.write(f"{os.getpid()}\\n")
+        open(self.never).read()  # a FIFO no one writes to: blocks forever, like a worker stuck on its queue
+
 
 class HangEncoder(Encoder):
     modality, name = "audio", "hang"
-    def __init__(self):
-        super().__init__()
-        self.loader = Hang()
 
-with store_lock(pathlib.Path(sys.argv[1])):
-    list(extract_features([Sample("a", "train", 0, audio=pathlib.Path("a.wav"))], HangEncoder(), num_workers=1))
+    def __init__(self, report, never):
+        super().__init__()
+        self.loader = Hang(report, never)
+
+
+if __name__ == "__main__":
+    store, report, never = sys.argv[1:]
+    with store_lock(pathlib.Path(store)):
+        sample = Sample("a", "train", 0, audio=pathlib.Path("a.wav"))
+        list(extract_features([sample], HangEncoder(report, never), num_workers=1))
 """
 
 
@@ -183,16 +191,19 @@ def exits_within(pid: int, seconds: float) -> bool:
 
 @pytest.mark.timeout(120)
 def test_sigkill_of_extract_leaves_no_worker_and_no_lock(tmp_path, caplog):
-    read_end, write_end = os.pipe()
-    main = subprocess.Popen([sys.executable, "-c", HOLD_AND_HANG, str(tmp_path), str(write_end)], cwd=ROOT,
-                            pass_fds=[write_end])
-    os.close(write_end)
-    with os.fdopen(read_end) as reports:
-        worker = int(reports.readline())  # the decoding worker is running (and blocked)
-        main.kill()  # what the OOM killer does
-        main.wait()
-        assert exits_within(worker, 30), "the decoding worker outlived its killed parent"
-    with caplog.at_level(logging.WARNING), store_lock(tmp_path):
+    script, report, never = tmp_path / "hold_and_hang.py", tmp_path / "report", tmp_path / "never"
+    script.write_text(HOLD_AND_HANG)
+    os.mkfifo(report)
+    os.mkfifo(never)
+    store = tmp_path / "store"
+    main = subprocess.Popen([sys.executable, str(script), str(store), str(report), str(never)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    with open(report) as reports:  # opens once the decoding worker runs (and is about to block)
+        worker = int(reports.readline())
+    main.kill()  # what the OOM killer does
+    main.wait()
+    assert exits_within(worker, 30), "the decoding worker outlived its killed parent"
+    with caplog.at_level(logging.WARNING), store_lock(store):
         pass
     assert not caplog.records  # free on its own, not by a takeover
 
