@@ -97,6 +97,7 @@ def test_protocol_from_training_to_results(tmp_path, monkeypatch):
     rows = {r["method"]: r for r in results["summary"]}
     assert set(rows) == {"none+aug", "none+aug+branch", "reliability+aug"}
     assert rows["reliability+aug"]["auroc_all"]["n"] == 2 and "auroc_all" not in rows["none+aug"]
+    assert len(rows["reliability+aug"]["corruption"]["auroc"]) == 5 and rows["none+aug"]["corruption"]["auroc"] is None
     assert set(rows["none+aug"]["pert_by_kind"]) == {f"{m}/{k}" for m in mods for k in ("conflict", "degraded")}
     compared = [c for c in results["comparisons"] if c["method"] == "reliability+aug"]
     assert {c["baseline"] for c in compared} == {"none+aug", "none+aug+branch"}
