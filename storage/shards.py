@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -69,8 +70,18 @@ def check_npy(data: bytes) -> tuple[np.dtype, tuple[int, ...]]:
         raise ValueError("not a .npy array (bad magic bytes)")
     width = 2 if data[6] == 1 else 4  # format 1.0 has a 2-byte header length, 2.0 and 3.0 a 4-byte one
     start = 8 + width + int.from_bytes(data[8:8 + width], "little")
+    dtype, shape = _npy_header(data[8 + width:start])
+    if len(data) - start != math.prod(shape) * dtype.itemsize:
+        raise ValueError(f".npy shape {shape} of {dtype} needs {math.prod(shape) * dtype.itemsize} bytes, "
+                         f"the member holds {len(data) - start}")
+    return dtype, shape
+
+
+@functools.lru_cache(maxsize=4096)
+def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...]]:
+    """Parsed once per distinct header: headers repeat across samples of the same shape."""
     try:
-        fields = ast.literal_eval(data[8 + width:start].decode("latin1"))
+        fields = ast.literal_eval(header.decode("latin1"))
         dtype = np.lib.format.descr_to_dtype(fields["descr"])
         shape = fields["shape"]
     except (ValueError, SyntaxError, TypeError, KeyError) as err:
@@ -79,9 +90,6 @@ def check_npy(data: bytes) -> tuple[np.dtype, tuple[int, ...]]:
         raise ValueError(".npy holds Python objects, which need pickle (refused)")
     if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
         raise ValueError(f".npy shape {shape!r} is not a tuple of non-negative integers")
-    if len(data) - start != math.prod(shape) * dtype.itemsize:
-        raise ValueError(f".npy shape {shape} of {dtype} needs {math.prod(shape) * dtype.itemsize} bytes, "
-                         f"the member holds {len(data) - start}")
     return dtype, shape
 
 
