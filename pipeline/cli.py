@@ -381,9 +381,9 @@ def run_protocol_preset(config: Path) -> None:
         results = run_protocol(protocol)
     except ConfigError as err:
         fail(str(err))
-    for verdict in results["verdicts"]:
-        console.print(f"{verdict['regime']}/{verdict['backbone']}: AUROC {verdict['auroc_pert']}, "
-                      f"pert {verdict['pert_vs_strongest']}, clean {verdict['clean_vs_strongest']}", soft_wrap=True)
+    for v in results["verdicts"]:
+        console.print(f"{v['regime']} / {v['backbone']} / {v['method']}: AUROC on pert {v['auroc_pert']}; against "
+                      f"{v['baseline']}, pert {v['pert_vs_baseline']}, clean {v['clean_vs_baseline']}", soft_wrap=True)
     console.print(f"results: {protocol.out / 'results.md'}")
 
 

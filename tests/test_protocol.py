@@ -117,3 +117,19 @@ def test_protocol_from_training_to_results(tmp_path, monkeypatch):
     monkeypatch.setattr(protocol_eval, "evaluate_run", lambda *a: pytest.fail("evaluated again"))
     again = evaluate_runs(runs, builds)[0]["sets"]["pert"]["accuracy"]
     assert again == pytest.approx(results["runs"][0]["sets"]["pert"]["accuracy"], abs=1e-4)  # results.json rounds
+
+
+def test_precal_experiment_runs_a_protocol_preset(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import pipeline.protocol
+    from pipeline.cli import app
+
+    seen = []
+    verdict = {"regime": "standard", "backbone": "late", "method": "reliability+aug", "auroc_pert": 0.9,
+               "baseline": "none+aug", "pert_vs_baseline": {"diff": 5.0}, "clean_vs_baseline": {"diff": 0.0}}
+    monkeypatch.setattr(pipeline.protocol, "run_protocol", lambda config: seen.append(config) or {"verdicts": [verdict]})
+    (tmp_path / "p.yaml").write_text("protocol:\n  data: {fsdd: a, mnist: b, folder: c}\n  out: d\n")
+    result = CliRunner().invoke(app, ["experiment", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 0, result.output
+    assert seen[0].out == tmp_path / "d" and "standard / late / reliability+aug: AUROC on pert 0.9" in result.output
