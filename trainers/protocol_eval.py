@@ -12,7 +12,6 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from trainers.analysis.corruption import corrupted_batches
 from trainers.analysis.corruption import feature_std as corruption_std
