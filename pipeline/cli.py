@@ -315,12 +315,12 @@ def print_variants(variants: dict, title: str) -> None:
 @app.command()
 def train(config: Path = typer.Argument(..., help="Training config (YAML/JSON): pack, out, backbone, method, ...")):
     """Train one model on packed shards; select on valid, report test; resumes after a kill."""
-    from trainers.config import ConfigError, load_train_config
-    from trainers.train import train as run_training
+    from trainers.config import load_train_config
+    from trainers.train import USER_ERRORS, train as run_training
 
     try:
         metrics = run_training(load_train_config(config))
-    except ConfigError as err:
+    except USER_ERRORS as err:
         fail(str(err))
     console.print_json(data={k: metrics[k] for k in ("best_epoch", "valid", "test") if k in metrics})
 
@@ -332,11 +332,14 @@ def evaluate(
     split: str = typer.Option("test", help="train, valid or test."),
 ):
     """Evaluate a trained checkpoint on one split of a pack and print its metrics."""
-    from trainers.train import evaluate as run_evaluation
+    from trainers.train import USER_ERRORS, evaluate as run_evaluation
 
     if not checkpoint.is_file():
         fail(f"{checkpoint}: no such checkpoint")
-    console.print_json(data=run_evaluation(checkpoint, pack_dir, split))
+    try:
+        console.print_json(data=run_evaluation(checkpoint, pack_dir, split))
+    except USER_ERRORS as err:
+        fail(str(err))
 
 
 @app.command()

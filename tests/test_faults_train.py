@@ -155,6 +155,19 @@ def test_a_damaged_split_is_refused_by_evaluate(pack_copy, trained):
         evaluate(trained, pack_copy, "test")
 
 
+def test_train_and_evaluate_commands_print_the_damage_without_a_traceback(pack_copy, trained, tmp_path):
+    from pipeline.cli import app  # the CLI imports Prefect's settings: only where it is used
+
+    drop_samples_after(pack_copy, "test", keep=3)
+    settings = config(pack_copy, tmp_path / "run").model_dump(mode="json")
+    (tmp_path / "train.json").write_text(json.dumps(settings))
+    for command in (["train", str(tmp_path / "train.json")], ["evaluate", str(trained), "--pack", str(pack_copy)]):
+        result = CliRunner().invoke(app, command)
+        output = " ".join(result.output.split())
+        assert result.exit_code == 2 and "pack.json counts 12 test samples, its shards hold 3" in output, output
+        assert "Traceback" not in output
+
+
 # ---- item 11: verify checks packs; pack rebuilds a damaged one --------------------------------------------
 
 @pytest.fixture

@@ -359,12 +359,16 @@ class EvalStream(IterableDataset):
         return _in_worker(wds.batched(self.batch_size, collation_fn=self.spec.collate, partial=True)(samples))
 
 
+class DamagedPack(ValueError):
+    pass
+
+
 def check_count(info: PackInfo, split: str) -> None:
     """A split's shards must hold what pack.json counts: a shard cut at a member boundary (or replaced by a
     shorter one) would otherwise be read as a smaller split, and train and evaluate on it without a word."""
     held = sum(shard_sizes(tuple(info.urls(split))))
     if held != info.count(split):
-        raise ValueError(f"pack {info.path}: pack.json counts {info.count(split)} {split} samples, its shards "
+        raise DamagedPack(f"pack {info.path}: pack.json counts {info.count(split)} {split} samples, its shards "
                          f"hold {held}; the pack is damaged (`precal pack` rebuilds it)")
 
 

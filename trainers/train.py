@@ -35,10 +35,11 @@ from trainers.config import ConfigError, TrainConfig, load_train_config
 from trainers.backbones import get_backbone
 from trainers.analysis.dynamics import epoch_statistics
 from trainers.augment import corrupt, feature_std
-from trainers.data import (BatchSpec, PackInfo, TrainLoader, check_count, choose_modalities, eval_loader, read_pack,
-                           to_device)
+from trainers.data import (BatchSpec, CorruptSample, DamagedPack, PackInfo, TrainLoader, check_count, choose_modalities,
+                           eval_loader, read_pack, to_device)
 from trainers.metrics import classification_metrics, json_safe, regression_metrics
 from trainers.models import FusionModel, build_model, ogm_ge_modulate, per_sample_loss
+from trainers.shard_reader import CorruptShard
 
 # Fields that may change between a killed run and its resumption without changing what is trained.
 RESUMABLE_CHANGES = {"epochs", "num_workers", "device", "amp", "out", "pack"}
@@ -335,6 +336,10 @@ def load_latest_checkpoint(out: Path) -> dict | None:
         except CheckpointError as err:
             tqdm.write(f"warning: {err}; falling back to the checkpoint of the epoch before", file=sys.stderr)
     return None
+
+
+# Errors that name their file (and sample) and say what to do: commands print them without a traceback.
+USER_ERRORS = (ConfigError, NonFiniteLoss, CheckpointError, CorruptShard, CorruptSample, DamagedPack)
 
 
 def check_resumable(saved: dict, config: TrainConfig, pack_id: str) -> None:
