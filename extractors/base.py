@@ -152,19 +152,21 @@ def list_encoders() -> dict[str, list[str]]:
 
 
 def padding_groups(lengths: list[int]) -> list[list[int]]:
-    """Indices grouped by length so that each group, padded to its longest item, takes at most twice
-    the memory of its items themselves: memory follows the longest clip, not batch x longest."""
+    """Indices grouped so that each group, padded to its longest item, takes at most twice the memory
+    of its items themselves: memory follows the longest clip, not batch x longest. A batch that
+    already meets this stays one group, in its order."""
+    if len(lengths) * max(lengths, default=0) <= 2 * sum(lengths):
+        return [list(range(len(lengths)))]
     groups: list[list[int]] = []
     current: list[int] = []
     real = 0
-    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
-        if current and (len(current) + 1) * lengths[i] > 2 * (real + lengths[i]):
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True):  # longest first
+        if current and (len(current) + 1) * lengths[current[0]] > 2 * (real + lengths[i]):
             groups.append(current)
             current, real = [], 0
         current.append(i)
         real += lengths[i]
-    if current:
-        groups.append(current)
+    groups.append(current)
     return groups
 
 
