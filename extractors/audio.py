@@ -132,11 +132,13 @@ class HFAudioEncoder(Encoder):
     def __init__(self, model, config, *, max_seconds=None, pooled=False, revision=None, trust_remote_code=False):
         super().__init__(pooled=pooled)
         self.source, self.config = hf_source(model), config
-        load = dict(revision=revision, trust_remote_code=trust_remote_code)
-        self.extractor = hf_load("AutoFeatureExtractor", model, **load)
-        self.model = self._backbone(hf_load("AutoModel", model, **load)).eval()
+        self.load_options = dict(revision=revision, trust_remote_code=trust_remote_code)
+        self.extractor = hf_load("AutoFeatureExtractor", model, **self.load_options)
         self.rate = int(self.extractor.sampling_rate)
         self.loader = AudioLoader(rate=self.rate, min_samples=self._min_samples(), max_seconds=max_seconds)
+
+    def _load_model(self) -> None:
+        self.model = self._backbone(hf_load("AutoModel", self.source, **self.load_options)).eval()
 
     def _backbone(self, model):
         return model

@@ -1,4 +1,4 @@
-"""The Encoder interface, its Features output, fingerprints and the registry of named builders."""
+"""The Encoder interface, its Features output, EncoderSpec and fingerprints, and the registry of named builders."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from .registry import Registry
 
 if TYPE_CHECKING:
     from pipeline.manifest import Sample
@@ -29,12 +31,52 @@ class Features:
     timestamps: np.ndarray | None  # [T] seconds from the segment start; None for pooled or text tokens
 
 
+def fingerprint_of(description: dict) -> str:
+    canonical = json.dumps(description, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What an encoder computes, read without its weights, as transformers' AutoConfig is to AutoModel.
+
+    `name` and `options` are the registered builder and its options as chosen (name None: the
+    modality's default); `description` is what the fingerprint covers: the encoder's own name, its
+    weights' identity, pooling, preprocessing settings and the extractor version. Planning, packing and
+    checking stored features need only this; `build()` gives the encoder, whose model loads only when
+    it computes features.
+    """
+
+    modality: str
+    name: str | None
+    options: dict
+    description: dict
+
+    @property
+    def encoder_name(self) -> str:
+        """The encoder's own name (`resnet18` for the `torchvision` builder with arch=resnet18)."""
+        return self.description["name"]
+
+    def describe(self) -> dict:
+        return self.description
+
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.description)
+
+    def build(self) -> Encoder:
+        return get_encoder(self.modality, self.name, **self.options)
+
+
 class Encoder:
     """One encoder choice for one modality.
 
+    Building one is cheap: it reads settings, preprocessing and its weights' identity (config files,
+    tokenizers, processors), so describe() and fingerprint() never load a model. The model loads once,
+    on first use (`to` or `encode`), i.e. only where features are computed.
     `loader` (decode + light preprocessing of one Sample) holds no model and pickles, so DataLoader
     workers can run it; `encode` runs the model on a batch of loaded items on `self.device`.
-    Subclasses set modality, name and loader, and implement settings(), weights() and _encode().
+    Subclasses set modality, name and loader, and implement settings(), weights(), _encode() and,
+    when they have weights, _load_model().
     """
 
     modality: str
@@ -46,6 +88,7 @@ class Encoder:
         self.device = torch.device("cpu")
         self.amp = False
         self._description: dict | None = None
+        self._model_loaded = False
 
     def settings(self) -> dict:
         """Preprocessing and model options that change the features (JSON-able)."""
@@ -72,8 +115,16 @@ class Encoder:
         return self._description
 
     def fingerprint(self) -> str:
-        canonical = json.dumps(self.describe(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return fingerprint_of(self.describe())
+
+    def _load_model(self) -> None:
+        """Load the weights into the model(s) that modules() returns; weight-free encoders have none."""
+
+    def load_model(self) -> None:
+        """Load the model now, once; to() and encode() do it on first use."""
+        if not self._model_loaded:
+            self._load_model()
+            self._model_loaded = True
 
     def load(self, sample: Sample) -> Any:
         return self.loader(sample)
@@ -84,6 +135,7 @@ class Encoder:
 
     def to(self, device: str | torch.device, *, amp: bool = True) -> Encoder:
         """Move to `device`; `amp` enables bf16/fp16 autocast around model forwards on CUDA only."""
+        self.load_model()
         self.device = torch.device(device)
         self.amp = amp and self.device.type == "cuda"
         for module in self.modules():
@@ -93,6 +145,7 @@ class Encoder:
     def encode(self, batch: list[Any]) -> list[Features]:
         """Features of each loaded item, in order. Items go to the model in groups of similar length,
         so padding one long clip never multiplies memory by the batch size."""
+        self.load_model()
         outputs: list[Any] = [None] * len(batch)
         with torch.inference_mode():
             for group in padding_groups([len(item) for item in batch]):
@@ -123,32 +176,29 @@ class Encoder:
         return f"{type(self).__name__}({self.modality}/{self.name}, pooled={self.pooled})"
 
 
-_BUILDERS: dict[str, dict[str, Callable[..., Encoder]]] = {m: {} for m in MODALITIES}
+_BUILDERS: dict[str, Registry[Callable[..., Encoder]]] = {m: Registry(f"{m} encoder") for m in MODALITIES}
 
 
 def register(modality: str, name: str):
-    """Decorator: make `builder(**options) -> Encoder` available as get_encoder(modality, name)."""
-
-    def add(builder: Callable[..., Encoder]) -> Callable[..., Encoder]:
-        _BUILDERS[modality][name] = builder
-        return builder
-
-    return add
+    """Decorator: make `builder(**options) -> Encoder` available as get_encoder(modality, name).
+    The builder must not load weights (the encoder loads them on first use); a taken name is refused."""
+    return _BUILDERS[modality].register(name)
 
 
 def get_encoder(modality: str, name: str | None = None, **options) -> Encoder:
-    """Build a registered encoder; name None is the modality's offline default."""
+    """Build a registered encoder (its model loads on first use); name None is the modality's offline default."""
     if modality not in _BUILDERS:
         raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
-    name = name or DEFAULTS[modality]
-    if name not in _BUILDERS[modality]:
-        known = ", ".join(sorted(_BUILDERS[modality]))
-        raise ValueError(f"unknown {modality} encoder {name!r}; registered: {known}")
-    return _BUILDERS[modality][name](**options)
+    return _BUILDERS[modality].get(name or DEFAULTS[modality])(**options)
+
+
+def encoder_spec(modality: str, name: str | None = None, **options) -> EncoderSpec:
+    """The spec of a registered encoder: its settings and weights' identity, no weights loaded."""
+    return EncoderSpec(modality, name, options, get_encoder(modality, name, **options).describe())
 
 
 def list_encoders() -> dict[str, list[str]]:
-    return {m: sorted(builders) for m, builders in _BUILDERS.items()}
+    return {m: builders.names() for m, builders in _BUILDERS.items()}
 
 
 def padding_groups(lengths: list[int]) -> list[list[int]]:

@@ -46,14 +46,16 @@ class HFTextEncoder(Encoder):
         super().__init__(pooled=pooled)
         self.name = name
         self.source = hf_source(model)
-        load = dict(revision=revision, trust_remote_code=trust_remote_code)
-        self.config = hf_load("AutoConfig", model, **load)
-        self.tokenizer = hf_load("AutoTokenizer", model, **load)
-        net = hf_load("AutoModel", model, **load)
-        # Encoder-decoder checkpoints (T5, BART): the encoder alone gives the text's token states.
-        self.model = (net.get_encoder() if self.config.is_encoder_decoder else net).eval()
+        self.load_options = dict(revision=revision, trust_remote_code=trust_remote_code)
+        self.config = hf_load("AutoConfig", model, **self.load_options)
+        self.tokenizer = hf_load("AutoTokenizer", model, **self.load_options)
         self.max_length = max_length or self._default_max_length()
         self.loader = TextLoader()
+
+    def _load_model(self) -> None:
+        net = hf_load("AutoModel", self.source, **self.load_options)
+        # Encoder-decoder checkpoints (T5, BART): the encoder alone gives the text's token states.
+        self.model = (net.get_encoder() if self.config.is_encoder_decoder else net).eval()
 
     def _default_max_length(self) -> int:
         # sentence-transformers checkpoints state the length they were trained with.

@@ -131,13 +131,9 @@ class TorchvisionEncoder(FrameModelEncoder):
         if weights is None:
             raise ValueError(f"video encoder {arch!r} needs weights=PATH, a local state_dict file "
                              "(nothing is downloaded)")
-        import torchvision  # imported on use: it loads slowly and only these encoders need it
-
         self.name, self.weights_path = arch, Path(weights)
-        self.model = torchvision.models.get_model(arch, weights=None)
-        self.model.load_state_dict(load_state_dict(self.weights_path))
-        drop_head(self.model)
-        self.model.eval()
+        if not self.weights_path.is_file():
+            raise FileNotFoundError(f"weights file not found: {self.weights_path}")
         self.loader = FrameLoader(fps=fps, size=resize, crop=crop, max_seconds=max_seconds)
         self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -152,6 +148,14 @@ class TorchvisionEncoder(FrameModelEncoder):
     def weights(self) -> str:
         return "sha256:" + file_sha256(self.weights_path)
 
+    def _load_model(self) -> None:
+        import torchvision  # imported on use: it loads slowly and only these encoders need it
+
+        self.model = torchvision.models.get_model(self.name, weights=None)
+        self.model.load_state_dict(load_state_dict(self.weights_path))
+        drop_head(self.model)
+        self.model.eval()
+
     def modules(self):
         return [self.model]
 
@@ -165,8 +169,6 @@ class TorchvisionEncoder(FrameModelEncoder):
 
 def load_state_dict(path: Path) -> dict:
     """safetensors, or a torch file read with weights_only=True (tensors only, no arbitrary unpickling)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -202,10 +204,12 @@ class HFVideoEncoder(FrameModelEncoder):
     ):
         super().__init__(frames_per_batch=frames_per_batch, pooled=pooled)
         self.source, self.config = hf_source(model), config
-        load = dict(revision=revision, trust_remote_code=trust_remote_code)
-        self.processor = hf_load("AutoImageProcessor", model, **load)
-        self.model = hf_load("AutoModel", model, **load).eval()
+        self.load_options = dict(revision=revision, trust_remote_code=trust_remote_code)
+        self.processor = hf_load("AutoImageProcessor", model, **self.load_options)
         self.loader = FrameLoader(fps=fps, size=processor_short_side(self.processor), max_seconds=max_seconds)
+
+    def _load_model(self) -> None:
+        self.model = hf_load("AutoModel", self.source, **self.load_options).eval()
 
     def settings(self) -> dict:
         return {"model_type": self.config.model_type, "fps": self.loader.fps, "decode_short_side": self.loader.size,

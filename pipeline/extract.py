@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from extractors import DecodeError, Encoder, Features, extract_features, get_encoder
+from extractors import DecodeError, Encoder, EncoderSpec, Features, encoder_spec, extract_features
 from pipeline.config import ExtractConfig
 from pipeline.manifest import Manifest, Sample
 from storage.atomic import write_bytes_atomic
@@ -49,12 +49,12 @@ class Todo:
     content_hash: str
 
 
-def store_fingerprint(encoder: Encoder, dtype: str) -> str:
+def store_fingerprint(encoder: Encoder | EncoderSpec, dtype: str) -> str:
     """The encoder's fingerprint plus how its output is stored."""
     return json_fingerprint({"encoder": encoder.fingerprint(), "dtype": dtype})
 
 
-def plan(manifest: Manifest, store: Path, encoder: Encoder, dtype: str, *, retry_failed: bool = False,
+def plan(manifest: Manifest, store: Path, encoder: Encoder | EncoderSpec, dtype: str, *, retry_failed: bool = False,
          latest: list[dict] | None = None, files: FileHashCache | None = None) -> tuple[list[Todo], int]:
     """Samples of this modality that still need extracting, and how many are already done."""
     fingerprint = store_fingerprint(encoder, dtype)
@@ -193,17 +193,17 @@ def summary_dict(summary: ModalitySummary) -> dict:
     return asdict(summary)
 
 
-def build_encoder(modality: str, name: str | None = None, options: dict | None = None) -> Encoder:
-    return get_encoder(modality, name, **(options or {}))
+def choose_spec(modality: str, name: str | None = None, options: dict | None = None) -> EncoderSpec:
+    """The chosen encoder's spec: its fingerprint without loading its model."""
+    return encoder_spec(modality, name, **(options or {}))
 
 
-def record_encoder(store: Path, encoder: Encoder, fingerprint: str, name: str | None, options: dict,
-                   dtype: str) -> None:
+def record_encoder(store: Path, spec: EncoderSpec, fingerprint: str, dtype: str) -> None:
     """Keep how the features were made beside them, so `verify --repair` can make them again. Rewritten
     whenever it does not read back as this record (a torn or edited file is mended, not trusted)."""
-    path = store / "features" / encoder.modality / fingerprint / "encoder.json"
-    info = {"modality": encoder.modality, "name": name, "options": options, "dtype": dtype,
-            "settings": encoder.describe()}
+    path = store / "features" / spec.modality / fingerprint / "encoder.json"
+    info = {"modality": spec.modality, "name": spec.name, "options": spec.options, "dtype": dtype,
+            "settings": spec.describe()}
     text = json.dumps(info, indent=2, sort_keys=True, default=str)
     if _read_text(path) != text:
         write_bytes_atomic(path, text.encode("utf-8"))
@@ -248,13 +248,13 @@ class ExtractionReport:
 
 def extract_one_modality(manifest: Manifest, store: Path, modality: str, config: ExtractConfig,
                          progress: bool = True) -> ModalitySummary:
-    """Plan and extract one modality with the encoder the config chooses."""
+    """Plan and extract one modality with the encoder the config chooses (its model loads only when
+    something is left to extract)."""
     choice = config.modalities[modality]
-    encoder = build_encoder(modality, choice.name, choice.options)
-    todo, skipped = plan(manifest, store, encoder, config.dtype, retry_failed=config.retry_failed)
-    record_encoder(store, encoder, store_fingerprint(encoder, config.dtype), choice.name, choice.options,
-                   config.dtype)
-    summary = extract_modality(todo, encoder, store, dtype=config.dtype, shard_size=config.shard_size,
+    spec = choose_spec(modality, choice.name, choice.options)
+    todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=config.retry_failed)
+    record_encoder(store, spec, store_fingerprint(spec, config.dtype), config.dtype)
+    summary = extract_modality(todo, spec.build(), store, dtype=config.dtype, shard_size=config.shard_size,
                                batch_size=config.batch_size, num_workers=config.num_workers,
                                device=config.device, progress=progress)
     summary.skipped = skipped
@@ -270,5 +270,5 @@ def run_extraction(manifest: Manifest, store: Path, config: ExtractConfig, *, wa
 
 
 def selection_for(store: Path, config: ExtractConfig) -> dict[str, str]:
-    """{modality: fingerprint} of the encoders the config chooses (what pack should gather)."""
-    return {m: store_fingerprint(build_encoder(m, c.name, c.options), config.dtype) for m, c in config.modalities.items()}
+    """{modality: fingerprint} of the encoders the config chooses (what pack should gather); loads no model."""
+    return {m: store_fingerprint(choose_spec(m, c.name, c.options), config.dtype) for m, c in config.modalities.items()}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from extractors import DEFAULTS, Encoder
-from pipeline.extract import DTYPES, ModalitySummary, build_encoder, extract_modality, plan, store_fingerprint
+from pipeline.extract import DTYPES, ModalitySummary, choose_spec, extract_modality, plan, store_fingerprint
 from pipeline.manifest import Manifest
 from storage.catalog import Catalog
 from storage.lock import store_lock
@@ -88,11 +88,13 @@ def _read_record(record: Path) -> dict:
 
 
 def _encoder_for(job: RepairJob) -> Encoder:
-    encoder = build_encoder(job.modality, job.name, job.options)
-    made = store_fingerprint(encoder, job.dtype)
+    spec = choose_spec(job.modality, job.name, job.options)
+    made = store_fingerprint(spec, job.dtype)
     if made != job.fingerprint:  # features would land beside the damaged ones, not replace them
         raise RepairError(f"{job.record}: this encoder now has fingerprint {made}, not {job.fingerprint} (its weights, "
                           "options or precal changed); run `precal extract` instead")
+    encoder = spec.build()
+    encoder.load_model()  # a model that cannot load fails here, before any shard is deleted
     return encoder
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.config import ConfigError, ExtractConfig, PipelineConfig
-from pipeline.extract import (ModalitySummary, Todo, build_encoder, extract_modality, plan, record_encoder,
+from pipeline.extract import (ModalitySummary, Todo, choose_spec, extract_modality, plan, record_encoder,
                               store_fingerprint)
 from pipeline.manifest import Manifest
 from storage.atomic import write_json_atomic
@@ -54,17 +54,18 @@ class ExtractionPlan:
 
 
 def plan_extraction(manifest: Manifest, store: Path, config: ExtractConfig) -> ExtractionPlan:
-    """What each configured modality still needs; call while holding the store lock (records encoders)."""
+    """What each configured modality still needs, from the encoders' specs (no model is loaded); call
+    while holding the store lock (records encoders)."""
     files = FileHashCache(store / "cache" / "file_hashes.json")
     latest = Catalog(store).latest()
     plans, inputs = [], {}
     for modality, choice in config.modalities.items():
-        encoder = build_encoder(modality, choice.name, choice.options)
-        fingerprint = store_fingerprint(encoder, config.dtype)
-        record_encoder(store, encoder, fingerprint, choice.name, choice.options, config.dtype)
-        todo, skipped = plan(manifest, store, encoder, config.dtype, retry_failed=config.retry_failed,
+        spec = choose_spec(modality, choice.name, choice.options)
+        fingerprint = store_fingerprint(spec, config.dtype)
+        record_encoder(store, spec, fingerprint, config.dtype)
+        todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=config.retry_failed,
                              latest=latest, files=files)
-        plans.append(ModalityPlan(modality, encoder.name, fingerprint, todo, skipped))
+        plans.append(ModalityPlan(modality, spec.encoder_name, fingerprint, todo, skipped))
         inputs[modality] = {"fingerprint": fingerprint,
                             "samples": {s.sample_id: content_hash(modality, s, files)
                                         for s in manifest.samples if s.has(modality)}}
@@ -74,15 +75,15 @@ def plan_extraction(manifest: Manifest, store: Path, config: ExtractConfig) -> E
 
 def extract_chunk(todo: list[Todo], store: Path, modality: str, config: ExtractConfig, expected_fingerprint: str,
                   *, num_workers: int | None = None, progress: bool = True) -> ModalitySummary:
-    """Load the modality's encoder and extract one chunk; it commits its own shards and catalog parts."""
+    """Extract one chunk, its encoder's model loaded once for it; it commits its own shards and catalog parts."""
     choice = config.modalities[modality]
-    encoder = build_encoder(modality, choice.name, choice.options)
-    fingerprint = store_fingerprint(encoder, config.dtype)
+    spec = choose_spec(modality, choice.name, choice.options)
+    fingerprint = store_fingerprint(spec, config.dtype)
     if fingerprint != expected_fingerprint:  # e.g. a worker node with other weights or another precal version
-        raise ValueError(f"this process computes fingerprint {fingerprint} for {modality}:{encoder.name}, the plan "
-                         f"expected {expected_fingerprint}: the worker's encoder weights or software differ")
+        raise ValueError(f"this process computes fingerprint {fingerprint} for {modality}:{spec.encoder_name}, "
+                         f"the plan expected {expected_fingerprint}: the worker's encoder weights or software differ")
     workers = config.num_workers if num_workers is None else num_workers
-    return extract_modality(todo, encoder, store, dtype=config.dtype, shard_size=config.shard_size,
+    return extract_modality(todo, spec.build(), store, dtype=config.dtype, shard_size=config.shard_size,
                             batch_size=config.batch_size, num_workers=workers, device=config.device,
                             progress=progress)
 

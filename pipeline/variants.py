@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from extractors.decode import read_audio
 from pipeline.config import EncoderChoice, ExtractConfig
-from pipeline.extract import (ExtractionReport, build_encoder, extract_one_modality, recorded_dtype, selection_for,
+from pipeline.extract import (ExtractionReport, choose_spec, extract_one_modality, recorded_dtype, selection_for,
                               store_fingerprint)
 from pipeline.manifest import Manifest, Sample, read_manifest, write_manifest
 from storage.atomic import write_json_atomic
@@ -146,7 +146,8 @@ def write_variant(samples: list[Sample], kind: str, severity: int, folder: Path,
 # ---- extraction into the same store ----------------------------------------------------------------
 
 def extraction_config_for(store: Path, selection: dict[str, str], **settings) -> ExtractConfig:
-    """The extraction config that made a pack's features, from the encoder.json kept beside them."""
+    """The extraction config that made a pack's features, from the encoder.json kept beside them (checked
+    against the encoders' specs: no model is loaded)."""
     choices, dtypes = {}, set()
     for m, fingerprint in selection.items():
         record = store / "features" / m / fingerprint / "encoder.json"
@@ -154,9 +155,9 @@ def extraction_config_for(store: Path, selection: dict[str, str], **settings) ->
             raise FileNotFoundError(f"{record} is missing: the store does not say how the {m} features were made")
         info = json.loads(record.read_text())
         choices[m] = EncoderChoice(name=info.get("name"), options=info.get("options") or {})
-        encoder = build_encoder(m, choices[m].name, choices[m].options)
+        spec = choose_spec(m, choices[m].name, choices[m].options)
         dtype = recorded_dtype(info, record)
-        if store_fingerprint(encoder, dtype) != fingerprint:
+        if store_fingerprint(spec, dtype) != fingerprint:
             raise ValueError(f"the {m} encoder recorded in {record} no longer gives fingerprint {fingerprint} "
                              "(the encoder or its weights changed since the pack was made)")
         dtypes.add(dtype)

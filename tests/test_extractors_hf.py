@@ -12,7 +12,7 @@ import torch
 import transformers as tf
 from safetensors.torch import save_file
 
-from extractors import extract_features, get_encoder
+from extractors import encoder_spec, extract_features, get_encoder
 from pipeline.manifest import Sample
 
 SMALL = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
@@ -165,6 +165,33 @@ def test_fingerprint_follows_weights_and_preprocessing(tmp_path, model_dir):
     vit = get_encoder("video", "hf", model=model_dir("vit"))
     assert vit.fingerprint() != get_encoder("video", "hf", model=model_dir("vit"), fps=2).fingerprint()
     assert vit.fingerprint() != get_encoder("video", "hf", model=model_dir("vit", seed=1)).fingerprint()
+
+
+def test_specs_read_weights_identity_from_files_without_loading_models(tmp_path, model_dir, monkeypatch):
+    import torchvision
+
+    import extractors.audio
+    import extractors.text
+    import extractors.video
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pt")
+    chosen = [("text", "hf", {"model": tiny_bert(tmp_path / "bert")}),
+              ("audio", "hf", {"model": model_dir("wav2vec2-layer")}), ("audio", "hf", {"model": model_dir("whisper")}),
+              ("video", "hf", {"model": model_dir("vit")}), ("video", "hf", {"model": model_dir("videomae")}),
+              ("video", "resnet18", {"weights": tmp_path / "r18.pt"})]
+    with monkeypatch.context() as patched:
+        for module in (extractors.text, extractors.audio, extractors.video):
+            real = module.hf_load
+            patched.setattr(module, "hf_load", lambda auto, *a, real=real, **kw: (
+                pytest.fail(f"{auto} loaded") if auto == "AutoModel" else real(auto, *a, **kw)))
+        patched.setattr(extractors.video, "load_state_dict", lambda path: pytest.fail(f"{path} loaded"))
+        specs = [encoder_spec(m, name, **options) for m, name, options in chosen]
+    for spec, (m, name, options) in zip(specs, chosen):
+        loaded = get_encoder(m, name, **options)
+        loaded.load_model()
+        assert spec.fingerprint() == loaded.fingerprint(), spec
+        assert spec.describe()["weights"].startswith("sha256:")
 
 
 def test_remote_code_is_refused_unless_asked(tmp_path):

@@ -277,7 +277,7 @@ def test_repair_never_enables_remote_code_recorded_in_the_store(damaged_store, m
     info.update(name="hf", options={"model": str(store / "evil"), "trust_remote_code": True})
     record.write_text(json.dumps(info))
     built = []
-    monkeypatch.setattr("pipeline.extract.get_encoder", lambda *a, **kw: built.append(kw) or pytest.fail("built"))
+    monkeypatch.setattr("pipeline.extract.encoder_spec", lambda *a, **kw: built.append(kw) or pytest.fail("built"))
     outcome = repair(manifest, store)
     assert outcome.exit_code == 2 and not built
     assert "trust_remote_code" in outcome.output and "--trust-remote-code" in outcome.output

@@ -192,6 +192,33 @@ def test_extract_command_still_works_in_chunks(tmp_path):
     assert len({r["shard"] for r in rows}) == 3  # one shard per chunk task
 
 
+def test_pack_and_a_no_op_extract_load_no_model(tmp_path, monkeypatch):
+    """Fingerprints come from the encoders' specs: only computing features loads a model."""
+    import extractors.text
+    from extractors import Encoder
+
+    manifest = split_subset(tmp_path, {"train": 3}, media=False)
+    store = tmp_path / "store"
+    args = ["--manifest", str(manifest), "--store", str(store), "-m", "text"]
+    assert CliRunner().invoke(app, ["extract", *args]).exit_code == 0
+    loads = []
+
+    def refuse(*args, **kwargs):
+        loads.append(args)
+        raise ValueError("a model was loaded")
+
+    monkeypatch.setattr(Encoder, "load_model", refuse)
+    monkeypatch.setattr(extractors.text, "hf_load",
+                        lambda auto, *a, real=extractors.text.hf_load, **kw: refuse(auto) if auto == "AutoModel"
+                        else real(auto, *a, **kw))
+    again = CliRunner().invoke(app, ["extract", *args])
+    assert again.exit_code == 0, again.output
+    assert len(Catalog(store).latest()) == 3
+    packed = CliRunner().invoke(app, ["pack", *args])
+    assert packed.exit_code == 0, packed.output
+    assert not loads and "already packed" not in packed.output
+
+
 # ---- retries and the GPU slot --------------------------------------------------------------------
 
 def test_retry_condition_skips_deterministic_errors():
