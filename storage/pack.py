@@ -12,7 +12,6 @@ import json
 import os
 import random
 import shutil
-import tarfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from storage.catalog import Catalog
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
 from storage.lock import store_lock
 from storage.atomic import write_json_atomic
-from storage.shards import TMP_MARK, fsync_dir, json_bytes, sha256_file, write_shard
+from storage.shards import TMP_MARK, CorruptShard, fsync_dir, json_bytes, sha256_file, tar_entries, write_shard
 
 PACK_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -206,9 +205,9 @@ class MemberReader:
 
     def _members(self, shard: str) -> dict[str, tuple[int, int]]:
         try:
-            with tarfile.open(self.store / shard, mode="r:") as tar:
-                return {i.name: (i.offset_data, i.size) for i in tar if i.isfile()}
-        except tarfile.TarError as err:
+            entries = tar_entries(str(self.store / shard), with_data=False)
+            return {name: (offset, size) for name, offset, size, _ in entries}
+        except CorruptShard as err:
             raise ValueError(f"{self.store / shard}: unreadable feature shard ({err}); "
                              "`precal verify --repair` re-extracts it") from None
 

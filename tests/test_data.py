@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from tests.pack_helpers import DIMS, write_pack
-from trainers import data, shard_reader
+from storage import shards
+from trainers import data
 from trainers.data import (BatchSpec, InMemorySplit, TrainLoader, TrainStream, _tar_samples,
                            batches_per_epoch, choose_modalities, eval_loader, pack_batch, read_pack, shard_sizes,
                            to_device, train_loader, unpack_batch)
-from trainers.shard_reader import CorruptShard
+from storage.shards import CorruptShard
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +193,7 @@ def test_a_damaged_shard_is_refused_with_its_name(tmp_path):
 
 def test_an_oversized_member_is_refused_before_it_is_read(tmp_path, monkeypatch):
     path = tar_of(tmp_path / "big.tar", [("a.json", b"{}"), ("a.audio.npy", b"x" * 5000)])
-    monkeypatch.setattr(shard_reader, "MAX_MEMBER_BYTES", 4096)
+    monkeypatch.setattr(shards, "MAX_MEMBER_BYTES", 4096)
     with pytest.raises(CorruptShard, match="more than the 4096 allowed"):
         list(_tar_samples([path]))
 

@@ -20,7 +20,7 @@ from trainers import train as train_module
 from trainers.config import TrainConfig
 from trainers.data import BatchSpec, CorruptSample, eval_loader, read_pack
 from trainers.metrics import json_safe
-from trainers.shard_reader import CorruptShard, count_samples, tar_samples
+from storage.shards import CorruptShard, count_samples, tar_samples
 from trainers.train import NonFiniteLoss, evaluate, load_checkpoint, train, write_json_atomic
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -7,7 +7,7 @@ device: half the bytes through worker IPC, pinned memory and host-to-device copi
 only reads each modality's mean over its real steps (late fusion), `BatchSpec.pooled` has the workers
 average each sample's steps (in float32) instead: a batch is then [B, 1, D_m] per modality, a fraction
 of the padded sequences to pass between processes.
-Shards are read by trainers/shard_reader.py, which treats them as untrusted; only `.npy` (no object
+Shards are read by storage/shards.py, which treats them as untrusted; only `.npy` (no object
 arrays: nothing pickled) and `.json` members are decoded: nothing in a shard can run code.
 
 Training epochs: every rank takes exactly ceil(count / (world * batch)) full batches, so all ranks do
@@ -41,7 +41,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from trainers.shard_reader import count_samples, shards_samples
+from storage.shards import count_samples, shards_samples
 
 
 @dataclass(frozen=True)

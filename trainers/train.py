@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from storage.shards import CorruptShard
 from trainers.config import ConfigError, TrainConfig, load_train_config
 from trainers.backbones import get_backbone
 from trainers.analysis.dynamics import epoch_statistics
@@ -39,7 +40,6 @@ from trainers.data import (BatchSpec, CorruptSample, DamagedPack, PackInfo, Trai
                            eval_loader, read_pack, to_device)
 from trainers.metrics import classification_metrics, json_safe, regression_metrics
 from trainers.models import FusionModel, build_model, ogm_ge_modulate, per_sample_loss
-from trainers.shard_reader import CorruptShard
 
 # Fields that may change between a killed run and its resumption without changing what is trained.
 RESUMABLE_CHANGES = {"epochs", "num_workers", "device", "amp", "out", "pack"}
