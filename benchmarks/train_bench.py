@@ -23,9 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from storage.packinfo import read_pack  # noqa: E402
 from storage.shards import json_bytes, npy_bytes, write_shard  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
-from trainers.data import InMemorySplit, TrainLoader, choose_modalities, read_pack, to_device  # noqa: E402
+from trainers.data import InMemorySplit, TrainLoader, choose_modalities, to_device  # noqa: E402
 from trainers.train import (Runtime, batch_spec, cpu_threads, make_model, make_optimizer, resolve_device,  # noqa: E402
                             train_epoch, train_step, use_amp)
 

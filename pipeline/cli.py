@@ -209,7 +209,7 @@ def verify(
 
 def _verify_packs(store: Path) -> int:
     """Name each pack whose shards do not match its pack.json; return how many."""
-    from storage.pack import verify_packs
+    from storage.packinfo import verify_packs
 
     results = verify_packs(store)
     bad = {pack_id: reason for pack_id, reason in results.items() if reason}

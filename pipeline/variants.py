@@ -39,6 +39,7 @@ from storage.atomic import write_json_atomic
 from storage.catalog import KEY, Catalog
 from storage.lock import store_lock
 from storage.pack import pack
+from storage.packinfo import PACK_FILE, PackInfo
 
 CORRUPTIONS = {  # kind: (modality, level per severity 1..5)
     "video-noise": ("video", (8.0, 16.0, 32.0, 64.0, 128.0)),
@@ -192,13 +193,13 @@ def extract_and_pack(manifest: Manifest, store: Path, config: ExtractConfig, tas
     return ExtractionReport(summaries), packed.path
 
 
-def build_variants(manifest_path: Path, store: Path, pack_meta: dict, sample_ids: list[str], folder: Path, *,
+def build_variants(manifest_path: Path, store: Path, info: PackInfo, sample_ids: list[str], folder: Path, *,
                    kinds: list[str] | None = None, severities=(1, 2, 3, 4, 5), num_workers: int = 1,
                    progress: bool = True) -> list[dict]:
     """Every (kind, severity) variant of `sample_ids` (the run's test samples), each cached in
     `folder/<kind>-<severity>/variant.json`; returns those records ({"kind", "modality", "severity",
-    "level", "pack", "extraction", "samples"}). `pack_meta` is the run's pack.json."""
-    selection = {m: v["fingerprint"] for m, v in pack_meta["modalities"].items() if v.get("dim")}
+    "level", "pack", "extraction", "samples"}). `info` is the run's pack."""
+    selection = dict(info.fingerprints)
     config = extraction_config_for(store, selection, num_workers=num_workers)
     source = read_manifest(manifest_path, allow_outside_root=True)
     by_id = source.by_id()
@@ -213,7 +214,7 @@ def build_variants(manifest_path: Path, store: Path, pack_meta: dict, sample_ids
         if modality not in selection:
             continue
         for severity in severities:
-            records.append(build_variant(samples, store, config, pack_meta["task"], kind, severity,
+            records.append(build_variant(samples, store, config, info.task, kind, severity,
                                          folder / f"{kind}-{severity}", progress=progress))
     return records
 
@@ -223,7 +224,7 @@ def build_variant(samples: list[Sample], store: Path, config: ExtractConfig, tas
     record_path = folder / "variant.json"
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if (Path(record["pack"]) / "pack.json").is_file() and record.get("version") == VARIANT_VERSION:
+        if (Path(record["pack"]) / PACK_FILE).is_file() and record.get("version") == VARIANT_VERSION:
             return {**record, "cached": True}
     folder.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(write_variant(samples, kind, severity, folder, progress), allow_outside_root=True)

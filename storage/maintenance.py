@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage.catalog import Catalog
+from storage.packinfo import PACK_FILE
 from storage.shards import TMP_MARK, sha256_file
 
 
@@ -28,7 +29,7 @@ def status(store: Path) -> dict:
                  "missing": c["missing"]} for (m, e, f), c in sorted(groups.items())]
     failed = [{k: row[k] for k in ("sample_id", "modality", "encoder", "fingerprint", "error")}
               for row in latest if row["status"] == "failed"]
-    packs = sorted(p.name for p in (store / "packed").glob("*") if (p / "pack.json").is_file()) if (store / "packed").is_dir() else []
+    packs = sorted(p.name for p in (store / "packed").glob("*") if (p / PACK_FILE).is_file()) if (store / "packed").is_dir() else []
     return {"store": str(store), "features": features, "failed": sorted(failed, key=lambda r: (r["modality"], r["sample_id"])),
             "packs": packs}
 

@@ -8,7 +8,6 @@ their sha256 is reused without rewriting anything; a damaged one is rebuilt.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -22,7 +21,8 @@ from storage.catalog import Catalog
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
 from storage.lock import store_lock
 from storage.atomic import write_json_atomic
-from storage.shards import TMP_MARK, CorruptShard, fsync_dir, json_bytes, sha256_file, tar_entries, write_shard
+from storage.packinfo import PACK_FILE, verify_pack
+from storage.shards import TMP_MARK, CorruptShard, fsync_dir, json_bytes, tar_entries, write_shard
 
 PACK_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -67,7 +67,7 @@ def _pack(store: Path, manifest, selection: dict[str, str], task: str | None, sh
         dims = {m: _dim(entries, m) for m in sorted(selection)}
         meta = {"pack_id": pack_id, "task": task, "classes": classes, "splits": splits,
                 "modalities": {m: {"fingerprint": selection[m], "dim": dims[m]} for m in sorted(selection)}}
-        write_json_atomic(tmp / "pack.json", meta, indent=2)
+        write_json_atomic(tmp / PACK_FILE, meta, indent=2)
         _move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -84,32 +84,6 @@ def _move_into_place(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
     fsync_dir(final.parent)
     shutil.rmtree(aside, ignore_errors=True)
-
-
-def verify_pack(path: Path) -> str | None:
-    """Why the pack at `path` cannot be trusted, or None when every shard matches the sha256 that
-    pack.json recorded for it."""
-    try:
-        splits = json.loads((path / "pack.json").read_text(encoding="utf-8"))["splits"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return f"pack.json is missing or unreadable ({type(err).__name__}: {err})"
-    try:
-        shards = [(name, split["sha256"][name]) for split in splits.values() for name in split["shards"]]
-    except (KeyError, TypeError, AttributeError):
-        return "pack.json records no sha256 for some shard (an older precal wrote it, or it was edited)"
-    for name, digest in shards:
-        if not (path / name).is_file():
-            return f"{name} is missing"
-        if sha256_file(path / name) != digest:
-            return f"{name}: sha256 mismatch (damaged or modified)"
-    return None
-
-
-def verify_packs(store: Path) -> dict[str, str | None]:
-    """{pack id: why it is damaged, or None} for every pack of the store."""
-    packed = Path(store) / "packed"
-    folders = sorted(p for p in packed.iterdir() if p.is_dir() and TMP_MARK not in p.name) if packed.is_dir() else []
-    return {p.name: verify_pack(p) for p in folders}
 
 
 def _choose(store: Path, manifest, selection: dict[str, str]) -> tuple[list[dict], list[str]]:

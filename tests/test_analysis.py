@@ -302,8 +302,9 @@ def clips(tmp_path_factory):
 def test_raw_variants_reextract_only_the_corrupted_modality(clips):
     from pipeline.variants import build_variants
     from storage.catalog import Catalog
+    from storage.packinfo import read_pack
 
-    store, meta = clips["store"], json.loads((clips["pack"] / "pack.json").read_text())
+    store, meta = clips["store"], read_pack(clips["pack"])
     before = sorted((r["sample_id"], r["modality"], r["content_hash"], r["shard"]) for r in Catalog(store).latest())
     records = build_variants(clips["manifest"], store, meta, clips["ids"], clips["root"] / "variants",
                              kinds=["video-blur", "audio-noise", "text-drop"], severities=(4,), num_workers=0,

@@ -13,12 +13,13 @@ import torch
 from typer.testing import CliRunner
 
 from pipeline.manifest import read_manifest, write_manifest
-from storage.pack import pack, verify_packs
+from storage.pack import pack
+from storage.packinfo import read_pack, verify_packs
 from tests.pack_helpers import write_pack
 from tests.test_storage import add_features
 from trainers import train as train_module
 from trainers.config import TrainConfig
-from trainers.data import BatchSpec, CorruptSample, eval_loader, read_pack
+from trainers.data import BatchSpec, CorruptSample, eval_loader
 from trainers.metrics import json_safe
 from storage.shards import CorruptShard, count_samples, tar_samples
 from trainers.train import NonFiniteLoss, evaluate, load_checkpoint, train, write_json_atomic

@@ -7,7 +7,8 @@ import torch
 from tests.pack_helpers import write_pack
 from trainers import train as train_module
 from trainers.config import ConfigError, TrainConfig
-from trainers.data import BatchSpec, eval_loader, read_pack
+from storage.packinfo import read_pack
+from trainers.data import BatchSpec, eval_loader
 from trainers.models import per_sample_loss
 from trainers.train import Runtime, evaluate, load_checkpoint, make_model, train, train_step
 

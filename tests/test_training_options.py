@@ -6,7 +6,8 @@ import trainers.train as train_module
 from tests.pack_helpers import write_pack
 from trainers.augment import corrupt, feature_std, swap_partners
 from trainers.config import Augment, TrainConfig
-from trainers.data import BatchSpec, eval_loader, read_pack, to_device
+from storage.packinfo import read_pack
+from trainers.data import BatchSpec, eval_loader, to_device
 from trainers.models import per_sample_loss
 from trainers.train import Runtime, is_better, make_model, train, train_step
 

@@ -33,7 +33,6 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -41,39 +40,8 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from storage.packinfo import PackInfo
 from storage.shards import count_samples, shards_samples
-
-
-@dataclass(frozen=True)
-class PackInfo:
-    path: Path
-    pack_id: str
-    task: str                       # "classification" | "regression"
-    classes: list[str] | None
-    dims: dict[str, int]            # modality -> feature width, for the modalities the pack holds
-    splits: dict[str, dict]         # split -> {"shards": [...], "count": N}
-
-    @property
-    def num_outputs(self) -> int:
-        return len(self.classes) if self.task == "classification" else 1
-
-    def count(self, split: str) -> int:
-        return int(self.splits.get(split, {}).get("count", 0))
-
-    def urls(self, split: str) -> list[str]:
-        return [str(self.path / name) for name in self.splits.get(split, {}).get("shards", [])]
-
-
-def read_pack(path: Path | str) -> PackInfo:
-    path = Path(path)
-    meta_path = path / "pack.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{path} is not a pack: {meta_path.name} is missing (run `precal pack` first)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta["task"] not in ("classification", "regression"):
-        raise ValueError(f"{meta_path}: unknown task {meta['task']!r}")
-    dims = {m: int(v["dim"]) for m, v in meta["modalities"].items() if v.get("dim")}
-    return PackInfo(path, meta["pack_id"], meta["task"], meta.get("classes"), dims, meta["splits"])
 
 
 def choose_modalities(info: PackInfo, wanted: list[str] | None) -> list[str]:

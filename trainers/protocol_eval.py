@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from storage.packinfo import read_pack
 from trainers.analysis.corruption import corrupted_batches
 from trainers.analysis.corruption import feature_std as corruption_std
 from trainers.analysis.detection import detection_metrics, read_perturbations
 from trainers.analysis.removal import perturbed_only, remove, without_perturbed
 from trainers.analysis.runs import collect, load_batches, load_run
-from trainers.data import read_pack
 from trainers.metrics import classification_metrics, json_safe
 from trainers.protocol import BASELINES
 from trainers.train import write_json_atomic

@@ -31,13 +31,14 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from storage.packinfo import PackInfo, read_pack
 from storage.shards import CorruptShard
 from trainers.config import ConfigError, TrainConfig, load_train_config
 from trainers.backbones import get_backbone
 from trainers.analysis.dynamics import epoch_statistics
 from trainers.augment import corrupt, feature_std
-from trainers.data import (BatchSpec, CorruptSample, DamagedPack, PackInfo, TrainLoader, check_count, choose_modalities,
-                           eval_loader, read_pack, to_device)
+from trainers.data import (BatchSpec, CorruptSample, DamagedPack, TrainLoader, check_count, choose_modalities, eval_loader,
+                           to_device)
 from trainers.metrics import classification_metrics, json_safe, regression_metrics
 from trainers.models import FusionModel, build_model, ogm_ge_modulate, per_sample_loss
 

@@ -138,10 +138,9 @@ def raw_level(run: Run, runs: dict[str, Run], batches, manifest: Path, store, se
     if not (store / "catalog").is_dir():
         return None, (f"Raw-level corruption skipped: {store} is not a feature store; pass --store "
                       "(the store the pack was made in).")
-    meta = json.loads((run.info.path / "pack.json").read_text())
     sample_ids = [sid for b in batches for sid in b["sample_id"]]
     try:
-        variants = build_variants(manifest, store, meta, sample_ids, folder, severities=severities,
+        variants = build_variants(manifest, store, run.info, sample_ids, folder, severities=severities,
                                   num_workers=num_workers, progress=progress)
     except (FileNotFoundError, ValueError) as err:
         return None, f"Raw-level corruption skipped: {err}"

@@ -16,8 +16,8 @@ import zlib
 import torch
 from torch import Tensor
 
+from storage.packinfo import read_pack
 from trainers.analysis.runs import Run, evaluate, load_batches
-from trainers.data import read_pack
 
 LEVELS = {
     "noise": (0.25, 0.5, 1.0, 2.0, 4.0),

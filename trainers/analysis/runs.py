@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from storage.packinfo import PackInfo, read_pack
 from trainers.calibration import masked_mean
 from trainers.config import TrainConfig
-from trainers.data import BatchSpec, PackInfo, eval_loader, read_pack
+from trainers.data import BatchSpec, eval_loader
 from trainers.models import FusionModel
 from trainers.train import check_compatible, load_checkpoint, make_model, score, selection_metric
 

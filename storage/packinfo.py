@@ -1,0 +1,78 @@
+"""Reading a pack: `pack.json` (task, classes, per-modality width and encoder fingerprint, each split's
+shards, count and sha256), parsed here and nowhere else; storage/pack.py writes it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.shards import TMP_MARK, sha256_file
+
+PACK_FILE = "pack.json"
+
+
+@dataclass(frozen=True)
+class PackInfo:
+    path: Path
+    pack_id: str
+    task: str                       # "classification" | "regression"
+    classes: list[str] | None
+    dims: dict[str, int]            # modality -> feature width, for the modalities the pack holds
+    fingerprints: dict[str, str]    # modality -> encoder fingerprint, for the same modalities
+    splits: dict[str, dict]         # split -> {"shards": [...], "count": N, "sha256": {shard: digest}}
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.classes) if self.task == "classification" else 1
+
+    def count(self, split: str) -> int:
+        return int(self.splits.get(split, {}).get("count", 0))
+
+    def urls(self, split: str) -> list[str]:
+        return [str(self.path / name) for name in self.splits.get(split, {}).get("shards", [])]
+
+
+def _pack_json(path: Path) -> dict:
+    meta_path = path / PACK_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{path} is not a pack: {meta_path.name} is missing (run `precal pack` first)")
+    return json.loads(meta_path.read_text(encoding="utf-8"))
+
+
+def read_pack(path: Path | str) -> PackInfo:
+    path = Path(path)
+    meta = _pack_json(path)
+    if meta["task"] not in ("classification", "regression"):
+        raise ValueError(f"{path / PACK_FILE}: unknown task {meta['task']!r}")
+    held = {m: v for m, v in meta["modalities"].items() if v.get("dim")}
+    return PackInfo(path, meta["pack_id"], meta["task"], meta.get("classes"),
+                    {m: int(v["dim"]) for m, v in held.items()}, {m: v["fingerprint"] for m, v in held.items()},
+                    meta["splits"])
+
+
+def verify_pack(path: Path) -> str | None:
+    """Why the pack at `path` cannot be trusted, or None when every shard matches the sha256 that
+    pack.json recorded for it."""
+    try:
+        splits = _pack_json(path)["splits"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"pack.json is missing or unreadable ({type(err).__name__}: {err})"
+    try:
+        shards = [(name, split["sha256"][name]) for split in splits.values() for name in split["shards"]]
+    except (KeyError, TypeError, AttributeError):
+        return "pack.json records no sha256 for some shard (an older precal wrote it, or it was edited)"
+    for name, digest in shards:
+        if not (path / name).is_file():
+            return f"{name} is missing"
+        if sha256_file(path / name) != digest:
+            return f"{name}: sha256 mismatch (damaged or modified)"
+    return None
+
+
+def verify_packs(store: Path) -> dict[str, str | None]:
+    """{pack id: why it is damaged, or None} for every pack of the store."""
+    packed = Path(store) / "packed"
+    folders = sorted(p for p in packed.iterdir() if p.is_dir() and TMP_MARK not in p.name) if packed.is_dir() else []
+    return {p.name: verify_pack(p) for p in folders}
