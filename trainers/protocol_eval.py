@@ -8,6 +8,7 @@ perturbed), "clean" (no sample perturbed) and "pert" (one modality perturbed in 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -248,7 +249,10 @@ def write_results(config, runs, evaluations: list[dict]) -> dict:
     results = rounded(json_safe({"config": config.model_dump(mode="json"), "summary": summary,
                                  "comparisons": compared, "verdicts": passed, "runs": per_run}))
     config.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(results, config.out / "results.json")
+    # One line: with every run's per-kind numbers it is a few hundred kB indented; results.md is the view.
+    path = config.out / "results.json"
+    path.with_name(path.name + ".tmp").write_text(json.dumps(results, separators=(",", ":")))
+    os.replace(path.with_name(path.name + ".tmp"), path)
     (config.out / "results.md").write_text(results_markdown(results))
     return results
 
