@@ -55,9 +55,13 @@ def as_sequence(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     return x, mask
 
 
-def real_steps(features: dict[str, Tensor], mask: dict[str, Tensor] | None, present: Tensor,
+def real_steps(features: dict[str, Tensor], mask: dict[str, Tensor] | None, present: Tensor | None,
                modalities: list[str]) -> dict[str, tuple[Tensor, Tensor]]:
-    """{m: (x [B, T, D_m], real [B, T])}: a step is real where its mask is True and its modality present."""
+    """{m: (x [B, T, D_m], real [B, T])}: a step is real where its mask is True and its modality present
+    (no `present`: every modality is)."""
+    if present is None:
+        first = features[modalities[0]]
+        present = torch.ones(first.shape[0], len(modalities), dtype=torch.bool, device=first.device)
     seqs = {}
     for i, m in enumerate(modalities):
         x, valid = as_sequence(features[m], (mask or {}).get(m))
@@ -183,9 +187,6 @@ class ContextualCalibration(nn.Module):
     def forward(self, features: dict[str, Tensor], mask: dict[str, Tensor] | None = None,
                 present: Tensor | None = None) -> Calibrated:
         mods = self.modalities
-        first = features[mods[0]]
-        if present is None:
-            present = torch.ones(first.shape[0], len(mods), dtype=torch.bool, device=first.device)
         seqs = real_steps(features, mask, present, mods)
         mean = torch.cat([masked_mean(x, real) for x, real in seqs.values()], 1)  # [B, sum D_m]
         u = self.summarise(mean)  # [B, M, H]
@@ -303,9 +304,6 @@ class ReliabilityCalibration(nn.Module):
     def forward(self, features: dict[str, Tensor], mask: dict[str, Tensor] | None = None,
                 present: Tensor | None = None) -> Calibrated:
         mods = self.modalities
-        first = features[mods[0]]
-        if present is None:
-            present = torch.ones(first.shape[0], len(mods), dtype=torch.bool, device=first.device)
         seqs = real_steps(features, mask, present, mods)
         means = [masked_mean(x, real) for x, real in seqs.values()]
         active = torch.stack([real.any(1) for _, real in seqs.values()], 1)  # [B, M]
