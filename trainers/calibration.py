@@ -69,6 +69,18 @@ def real_steps(features: dict[str, Tensor], mask: dict[str, Tensor] | None, pres
     return seqs
 
 
+def dimension_scales(module: nn.Module, out: Tensor, instance: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    """From the per-modality codes `out` [B, M, 1 + H (+ H)] and the instance scales [B, M]: the dimension
+    scale, the whole scale and the shift, each [B, sum D_m]; each feature dim takes its group's code."""
+    code = out[..., 1:1 + module.width].flatten(1).index_select(1, module.unit)
+    dimension = 2 * torch.sigmoid(module.write * code)
+    scale = instance.index_select(1, module.owner) * dimension
+    shift = None
+    if module.shift:
+        shift = module.shift_write * out[..., 1 + module.width:].flatten(1).index_select(1, module.unit)
+    return dimension, scale, shift
+
+
 def group_units(sizes: list[int], width: int) -> Tensor:
     """Each feature dim's group (modality i's dims are cut into `width` contiguous groups, i*width + k)."""
     return torch.cat([torch.arange(d) * width // d + i * width for i, d in enumerate(sizes)])
@@ -203,13 +215,7 @@ class ContextualCalibration(nn.Module):
         out = out.masked_fill(~active.unsqueeze(-1), 0.0)
         instance = 2 * torch.sigmoid(out[..., 0])  # [B, M]
 
-        # Each feature dim takes its group's code: [B, sum D_m].
-        code = out[..., 1:1 + self.width].flatten(1).index_select(1, self.unit)
-        dimension = 2 * torch.sigmoid(self.write * code)
-        scale = instance.index_select(1, self.owner) * dimension
-        shift = None
-        if self.shift:
-            shift = self.shift_write * out[..., 1 + self.width:].flatten(1).index_select(1, self.unit)
+        dimension, scale, shift = dimension_scales(self, out, instance)
         aux = {m: self.aux_heads[m](u[:, i]) for i, m in enumerate(mods)} if self.variant == "aux" else None
         inputs = {m: (x, real, features[m].shape) for m, (x, real) in seqs.items()}
         return Calibrated(self.dims, instance, dimension, scale, shift, mean, aux, inputs)
@@ -314,12 +320,7 @@ class ReliabilityCalibration(nn.Module):
         out = out.masked_fill(~active.unsqueeze(-1), 0.0)  # an inactive modality: g = r = 1, shift 0
         logits = out[..., 0]
         instance = 2 * torch.sigmoid(logits)
-        code = out[..., 1:1 + self.width].flatten(1).index_select(1, self.unit)
-        dimension = 2 * torch.sigmoid(self.write * code)
-        scale = instance.index_select(1, self.owner) * dimension
-        shift = None
-        if self.shift:
-            shift = self.shift_write * out[..., 1 + self.width:].flatten(1).index_select(1, self.unit)
+        dimension, scale, shift = dimension_scales(self, out, instance)
         inputs = {m: (x, real, features[m].shape) for m, (x, real) in seqs.items()}
         return Calibrated(self.dims, instance, dimension, scale, shift, torch.cat(means, 1), None, inputs,
                           evidence=evidence, instance_logits=logits, active=active)
