@@ -154,7 +154,11 @@ def extraction_config_for(store: Path, selection: dict[str, str], **settings) ->
         record = store / "features" / m / fingerprint / "encoder.json"
         if not record.is_file():
             raise FileNotFoundError(f"{record} is missing: the store does not say how the {m} features were made")
-        info = json.loads(record.read_text())
+        try:
+            info = json.loads(record.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{record} is damaged ({err}): run `precal extract` with the same encoders to "
+                             "rewrite it") from None
         choices[m] = EncoderChoice(name=info.get("name"), options=info.get("options") or {})
         spec = choose_spec(m, choices[m].name, choices[m].options)
         dtype = recorded_dtype(info, record)

@@ -45,3 +45,13 @@ def test_a_torn_encoder_record_is_rewritten_with_its_dtype(tmp_path):
     again = run_extraction(manifest, store, config, progress=False)
     assert again.totals()["skipped"] == 3  # the features were intact: nothing is extracted again
     assert record.read_text() == whole
+
+
+def test_a_torn_encoder_record_is_named_when_variants_read_it(tmp_path):
+    from pipeline.variants import extraction_config_for
+
+    record = tmp_path / "features" / "audio" / "0123" / "encoder.json"
+    record.parent.mkdir(parents=True)
+    record.write_text('{"modality": "audio", "na')
+    with pytest.raises(ValueError, match="encoder.json is damaged"):
+        extraction_config_for(tmp_path, {"audio": "0123"})
