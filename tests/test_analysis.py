@@ -15,7 +15,8 @@ from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 from typer.testing import CliRunner
 
-from pipeline.cli import app, parse_severities
+from pipeline.cli import app
+from pipeline.cli.train import parse_severities
 from tests.helpers import bundled_subset
 from tests.pack_helpers import write_pack
 from trainers.analysis.analyse import analyse_run

@@ -1,0 +1,5 @@
+"""`python -m pipeline.cli`: the same as the `precal` console script."""
+
+from pipeline.cli import app
+
+app()
