@@ -7,29 +7,30 @@
     for sample, result in extract_features(samples, encoder, num_workers=2):
         ...                                        # result: Features, or DecodeError for a bad input
 
-This package never writes files; storage/ does.
+This package never writes files; storage/ does. The names that need torch, PyAV or OpenCV load with
+their module on first use: `import extractors` for a spec or a fingerprint takes milliseconds, not seconds.
 """
 
-from . import audio, text, video  # noqa: F401  (importing registers the builders)
-from .base import (DEFAULTS, EXTRACTOR_VERSION, Encoder, EncoderSpec, Features, encoder_spec, get_encoder,
-                   list_encoders, register)
-from .decode import DecodeError, iter_video_frames, read_audio, read_text, read_video
-from .extract import extract_features
+import importlib
+
+from .spec import DEFAULTS, EXTRACTOR_VERSION, EncoderSpec
+
+_MODULE_OF = {
+    "Encoder": "base", "Features": "base", "encoder_spec": "base", "get_encoder": "base", "list_encoders": "base",
+    "register": "base", "DecodeError": "decode", "iter_video_frames": "decode", "read_audio": "decode",
+    "read_text": "decode", "read_video": "decode", "extract_features": "extract",
+}
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+
 
 __all__ = [
     "DEFAULTS",
     "EXTRACTOR_VERSION",
-    "DecodeError",
-    "Encoder",
     "EncoderSpec",
-    "Features",
-    "encoder_spec",
-    "extract_features",
-    "get_encoder",
-    "iter_video_frames",
-    "list_encoders",
-    "read_audio",
-    "read_text",
-    "read_video",
-    "register",
+    *_MODULE_OF,
 ]

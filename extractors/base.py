@@ -1,10 +1,8 @@
-"""The Encoder interface, its Features output, EncoderSpec and fingerprints, and the registry of named builders."""
+"""The Encoder interface, its Features output, and the registry of named builders."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -13,58 +11,16 @@ import numpy as np
 import torch
 
 from .registry import Registry
+from .spec import DEFAULTS, EXTRACTOR_VERSION, MODALITIES, EncoderSpec, fingerprint_of
 
 if TYPE_CHECKING:
     from pipeline.manifest import Sample
-
-# Bump when a change in this package changes the features any encoder produces: the fingerprint
-# covers it, so cached features from older code are not mistaken for current ones.
-EXTRACTOR_VERSION = "1"
-
-MODALITIES = ("text", "audio", "video")
-DEFAULTS = {"text": "minilm", "audio": "logmel", "video": "grey"}
 
 
 @dataclass
 class Features:
     array: np.ndarray  # [T, D] float32, or [D] when the encoder is pooled
     timestamps: np.ndarray | None  # [T] seconds from the segment start; None for pooled or text tokens
-
-
-def fingerprint_of(description: dict) -> str:
-    canonical = json.dumps(description, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """What an encoder computes, read without its weights, as transformers' AutoConfig is to AutoModel.
-
-    `name` and `options` are the registered builder and its options as chosen (name None: the
-    modality's default); `description` is what the fingerprint covers: the encoder's own name, its
-    weights' identity, pooling, preprocessing settings and the extractor version. Planning, packing and
-    checking stored features need only this; `build()` gives the encoder, whose model loads only when
-    it computes features.
-    """
-
-    modality: str
-    name: str | None
-    options: dict
-    description: dict
-
-    @property
-    def encoder_name(self) -> str:
-        """The encoder's own name (`resnet18` for the `torchvision` builder with arch=resnet18)."""
-        return self.description["name"]
-
-    def describe(self) -> dict:
-        return self.description
-
-    def fingerprint(self) -> str:
-        return fingerprint_of(self.description)
-
-    def build(self) -> Encoder:
-        return get_encoder(self.modality, self.name, **self.options)
 
 
 class Encoder:
@@ -185,11 +141,18 @@ def register(modality: str, name: str):
     return _BUILDERS[modality].register(name)
 
 
+def builders() -> dict[str, Registry[Callable[..., Encoder]]]:
+    """Every registered builder: the encoder modules register theirs when imported, here on first need."""
+    from . import audio, text, video  # noqa: F401
+
+    return _BUILDERS
+
+
 def get_encoder(modality: str, name: str | None = None, **options) -> Encoder:
     """Build a registered encoder (its model loads on first use); name None is the modality's offline default."""
     if modality not in _BUILDERS:
         raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
-    return _BUILDERS[modality].get(name or DEFAULTS[modality])(**options)
+    return builders()[modality].get(name or DEFAULTS[modality])(**options)
 
 
 def encoder_spec(modality: str, name: str | None = None, **options) -> EncoderSpec:
@@ -198,7 +161,7 @@ def encoder_spec(modality: str, name: str | None = None, **options) -> EncoderSp
 
 
 def list_encoders() -> dict[str, list[str]]:
-    return {m: builders.names() for m, builders in _BUILDERS.items()}
+    return {m: registry.names() for m, registry in builders().items()}
 
 
 def padding_groups(lengths: list[int]) -> list[list[int]]:

@@ -14,11 +14,12 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from extractors import DecodeError, Encoder, EncoderSpec, Features, encoder_spec, extract_features
+from extractors import EncoderSpec
 from pipeline.config import ExtractConfig
 from pipeline.manifest import Manifest, Sample
 from storage.atomic import write_bytes_atomic
@@ -26,6 +27,9 @@ from storage.catalog import Catalog
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
 from storage.lock import store_lock
 from storage.shards import check_member_names, json_bytes, npy_bytes, write_shard
+
+if TYPE_CHECKING:
+    from extractors import Encoder, Features
 
 DTYPES = ("float16", "float32")
 
@@ -86,6 +90,8 @@ def extract_modality(todo: list[Todo], encoder: Encoder, store: Path, *, dtype: 
                      shard_size: int = 256, batch_size: int = 16, num_workers: int = 0,
                      device: str = "auto", progress: bool = True) -> ModalitySummary:
     """Extract `todo` with one encoder, committing a shard (then its catalog rows) every `shard_size` samples."""
+    from extractors import DecodeError, extract_features  # torch: only where features are computed
+
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     fingerprint = store_fingerprint(encoder, dtype)
@@ -195,6 +201,8 @@ def summary_dict(summary: ModalitySummary) -> dict:
 
 def choose_spec(modality: str, name: str | None = None, options: dict | None = None) -> EncoderSpec:
     """The chosen encoder's spec: its fingerprint without loading its model."""
+    from extractors import encoder_spec
+
     return encoder_spec(modality, name, **(options or {}))
 
 

@@ -1,0 +1,60 @@
+"""What an encoder computes, apart from the encoder: EncoderSpec, fingerprints, the defaults.
+
+Nothing here imports torch, so a caller that only plans (which samples a fingerprint still lacks)
+starts in a fraction of a second; the encoder itself is built from the spec where features are computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .base import Encoder
+
+# Bump when a change in this package changes the features any encoder produces: the fingerprint
+# covers it, so cached features from older code are not mistaken for current ones.
+EXTRACTOR_VERSION = "1"
+
+MODALITIES = ("text", "audio", "video")
+DEFAULTS = {"text": "minilm", "audio": "logmel", "video": "grey"}
+
+
+def fingerprint_of(description: dict) -> str:
+    canonical = json.dumps(description, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What an encoder computes, read without its weights, as transformers' AutoConfig is to AutoModel.
+
+    `name` and `options` are the registered builder and its options as chosen (name None: the
+    modality's default); `description` is what the fingerprint covers: the encoder's own name, its
+    weights' identity, pooling, preprocessing settings and the extractor version. Planning, packing and
+    checking stored features need only this; `build()` gives the encoder, whose model loads only when
+    it computes features.
+    """
+
+    modality: str
+    name: str | None
+    options: dict
+    description: dict
+
+    @property
+    def encoder_name(self) -> str:
+        """The encoder's own name (`resnet18` for the `torchvision` builder with arch=resnet18)."""
+        return self.description["name"]
+
+    def describe(self) -> dict:
+        return self.description
+
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.description)
+
+    def build(self) -> Encoder:
+        from .base import get_encoder
+
+        return get_encoder(self.modality, self.name, **self.options)
