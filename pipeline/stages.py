@@ -19,6 +19,7 @@ from pipeline.config import ConfigError, ExtractConfig, PipelineConfig
 from pipeline.extract import (ModalitySummary, Todo, choose_spec, extract_modality, plan, record_encoder,
                               store_fingerprint)
 from pipeline.manifest import Manifest
+from pipeline.spec_cache import spec_for
 from storage.atomic import write_json_atomic
 from storage.catalog import Catalog
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
@@ -54,13 +55,14 @@ class ExtractionPlan:
 
 
 def plan_extraction(manifest: Manifest, store: Path, config: ExtractConfig) -> ExtractionPlan:
-    """What each configured modality still needs, from the encoders' specs (no model is loaded); call
-    while holding the store lock (records encoders)."""
+    """What each configured modality still needs, from the encoders' specs (no model is loaded; a spec
+    whose sources are unchanged comes from the store's cache, so no encoder is built); call while
+    holding the store lock (records encoders)."""
     files = FileHashCache(store / "cache" / "file_hashes.json")
     latest = Catalog(store).latest()
     plans, inputs = [], {}
     for modality, choice in config.modalities.items():
-        spec = choose_spec(modality, choice.name, choice.options)
+        spec = spec_for(store, modality, choice.name, choice.options)
         fingerprint = store_fingerprint(spec, config.dtype)
         record_encoder(store, spec, fingerprint, config.dtype)
         todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=config.retry_failed,
