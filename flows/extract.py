@@ -21,9 +21,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from extractors import DecodeError
 from flows.prefect_env import log_temporary_server
 from pipeline.config import ExtractConfig
-from pipeline.extract import ExtractionReport, ModalitySummary, Todo
+from pipeline.extract import ModalitySummary, Todo
 from pipeline.manifest import read_manifest
-from pipeline.stages import extract_chunk, merge_summaries, plan_extraction
+from pipeline.stages import extract_chunk, extraction_report, plan_extraction
 from storage.lock import store_lock
 from storage.shards import StoreFullError
 
@@ -103,8 +103,7 @@ def extract_flow(manifest: str, store: str, config: ExtractConfig | None = None,
                      for m, i, chunk in plan.chunks(config.shard_size)]
         wait_for_chunks([f for _, f in submitted])
         parts = [(m, f.result()) for m, f in submitted]
-    summaries = [merge_summaries(m, [p for owner, p in parts if owner is m]) for m in plan.modalities]
-    report = {**ExtractionReport(summaries, samples.rejected).to_dict(), "key": plan.key, "chunks": len(submitted)}
+    report = extraction_report(plan, parts, samples.rejected)
     publish_extraction(report)
     return report
 

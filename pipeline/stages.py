@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
 from pipeline.config import ConfigError, ExtractConfig, PipelineConfig
-from pipeline.extract import (ModalitySummary, Todo, choose_spec, extract_modality, plan, record_encoder,
-                              store_fingerprint)
+from pipeline.extract import (
+    ExtractionReport,
+    ModalitySummary,
+    Todo,
+    choose_spec,
+    extract_modality,
+    plan,
+    record_encoder,
+    store_fingerprint,
+)
 from pipeline.manifest import Manifest
 from pipeline.spec_cache import spec_for
 from storage.atomic import write_json_atomic
 from storage.catalog import Catalog
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
+from storage.lock import store_lock
 
 STAGES = ("extract", "pack", "train", "evaluate")
 HISTORY = 50  # pipeline runs kept in stages.json
@@ -73,6 +82,21 @@ def plan_extraction(manifest: Manifest, store: Path, config: ExtractConfig) -> E
                                         for s in manifest.samples if s.has(modality)}}
     files.save()
     return ExtractionPlan(plans, json_fingerprint(inputs))
+
+
+def nothing_to_extract(manifest: Manifest, store: Path, config: ExtractConfig, wait: float = 0.0) -> dict | None:
+    """The extraction report when every configured modality is already done, else None: the answer to
+    "is anything new?" plans under the store lock, builds no encoder and starts no flow."""
+    with store_lock(store, wait=wait):
+        plan = plan_extraction(manifest, store, config)
+    return extraction_report(plan, [], manifest.rejected) if plan.nothing_to_do() else None
+
+
+def extraction_report(plan: ExtractionPlan, parts: list[tuple[ModalityPlan, ModalitySummary]],
+                      rejected: list[str]) -> dict:
+    """The run's report from its plan and each chunk's summary (with its modality's plan)."""
+    summaries = [merge_summaries(m, [p for owner, p in parts if owner is m]) for m in plan.modalities]
+    return {**ExtractionReport(summaries, rejected).to_dict(), "key": plan.key, "chunks": len(parts)}
 
 
 def extract_chunk(todo: list[Todo], store: Path, modality: str, config: ExtractConfig, expected_fingerprint: str,
@@ -185,7 +209,7 @@ class StageRecord:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def stages_path(out: Path) -> Path:

@@ -29,15 +29,20 @@ def extract(
 ):
     """Extract features of every sample in MANIFEST into STORE, skipping what is already done.
 
-    Runs as a Prefect flow. Bad inputs become `failed` catalog rows with a reason; the run goes on.
+    Runs as a Prefect flow when there is something to extract; with nothing new it only prints the
+    summary (no flow, no model). Bad inputs become `failed` catalog rows with a reason; the run goes on.
     """
-    from flows.extract import extract_flow
+    from pipeline.stages import nothing_to_extract
 
     config = extract_config(modality, encoder, option, dtype=dtype, batch_size=batch_size, num_workers=workers,
                             device=device, shard_size=shard_size, max_failed=max_failed, retry_failed=retry_failed,
                             allow_outside_root=allow_outside_root)
-    load_manifest(manifest, allow_outside_root)
-    report = run_guarded(lambda: extract_flow(str(manifest), str(store), config, wait))
+    samples = load_manifest(manifest, allow_outside_root)
+    report = run_guarded(lambda: nothing_to_extract(samples, store, config, wait))
+    if report is None:
+        from flows.extract import extract_flow  # imports Prefect: only when there is work
+
+        report = run_guarded(lambda: extract_flow(str(manifest), str(store), config, wait))
     print_extraction(report)
     if report["failed_share"] > max_failed:
         fail(f"{report['failed_share']:.1%} of extractions failed (above --max-failed {max_failed:.1%}); "
