@@ -1,0 +1,227 @@
+"""Store locations that may be URLs: the few filesystem operations the store needs, through fsspec.
+
+A location is a local `Path` (a plain path or a `file://` URL) or a `URL` (`s3://bucket/key`,
+`gs://...`, `memory://...`). Local paths keep the store's local code (rename, fsync, flock); URLs go
+through fsspec, where there is no rename: objects are written once, whole, under a unique name (a PUT
+is atomic per object). Credentials and endpoints come from the usual places (the environment, profiles;
+`AWS_ENDPOINT_URL` for an S3-compatible server): nothing here takes them as arguments, so nothing can
+log them.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+# Object stores whose create-only write (fsspec's pipe_file(mode="create")) is a conditional PUT
+# (If-None-Match: *) answered by the server itself, not an exists-then-write that two writers can race.
+ATOMIC_CREATE = frozenset({"s3", "s3a"})
+
+
+class URL:
+    """A location on an fsspec filesystem, joined and named like a PurePosixPath."""
+
+    __slots__ = ("protocol", "key")
+
+    def __init__(self, url: str):
+        protocol, sep, rest = url.partition("://")
+        if not sep or not protocol:
+            raise ValueError(f"not a URL: {url!r}")
+        self.protocol = protocol
+        self.key = PurePosixPath(rest.strip("/")).as_posix() if rest.strip("/") else ""
+
+    def __str__(self) -> str:
+        return f"{self.protocol}://{self.key}"
+
+    def __repr__(self) -> str:
+        return f"URL({str(self)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, URL) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __lt__(self, other: URL) -> bool:
+        return str(self) < str(other)
+
+    def __truediv__(self, part: str | os.PathLike) -> URL:
+        return URL(f"{self}/{PurePosixPath(part).as_posix()}")
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.key).name
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.key).suffix
+
+    @property
+    def parent(self) -> URL:
+        return URL(f"{self.protocol}://{PurePosixPath(self.key).parent.as_posix()}")
+
+    def with_name(self, name: str) -> URL:
+        return self.parent / name
+
+    def relative_to(self, other: URL) -> PurePosixPath:
+        if not isinstance(other, URL) or other.protocol != self.protocol:
+            raise ValueError(f"{self} is not under {other}")
+        return PurePosixPath(self.key).relative_to(other.key)
+
+    def as_posix(self) -> str:
+        return str(self)
+
+
+Location = Path | URL
+
+
+def location(value: str | os.PathLike | URL) -> Location:
+    """What a user gave (a path, `file://...`, `s3://...`) as a Path or a URL."""
+    if isinstance(value, (Path, URL)):
+        return value
+    text = os.fspath(value)
+    protocol, sep, rest = text.partition("://")
+    if not sep:
+        return Path(text)
+    if protocol == "file":
+        return Path(rest or "/")
+    return URL(text)
+
+
+def is_remote(where: Location) -> bool:
+    return isinstance(where, URL)
+
+
+def filesystem(where: URL):
+    """The fsspec filesystem of a URL, listings never cached (other processes write the same store)."""
+    import fsspec
+
+    try:
+        return fsspec.filesystem(where.protocol, use_listings_cache=False)
+    except ImportError as err:
+        extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(where.protocol)
+        hint = f" (pip install 'precal[{extra}]')" if extra else ""
+        raise ImportError(f"{where}: no filesystem for {where.protocol}:// is installed{hint}") from err
+
+
+def exists(where: Location) -> bool:
+    if isinstance(where, Path):
+        return where.exists()
+    return filesystem(where).exists(where.key)
+
+
+def size(where: Location) -> int:
+    if isinstance(where, Path):
+        return where.stat().st_size
+    return int(filesystem(where).size(where.key))
+
+
+def read_bytes(where: Location) -> bytes:
+    """The whole file, in one request on an object store."""
+    if isinstance(where, Path):
+        return where.read_bytes()
+    return filesystem(where).cat_file(where.key)
+
+
+def open_read(where: Location) -> IO[bytes]:
+    """A seekable binary reader; a remote file is fetched whole first (shards and parts are read whole)."""
+    if isinstance(where, Path):
+        return open(where, "rb")
+    return io.BytesIO(read_bytes(where))
+
+
+def open_stream(where: Location) -> IO[bytes]:
+    """A seekable binary reader that fetches only the ranges read (media files: demuxers seek)."""
+    if isinstance(where, Path):
+        return open(where, "rb")
+    return filesystem(where).open(where.key, "rb", cache_type="readahead", block_size=4 << 20)
+
+
+def put(where: URL, data: bytes) -> None:
+    """Write a whole object, replacing any before it (one PUT: readers see the old or the new)."""
+    filesystem(where).pipe_file(where.key, data)
+
+
+def put_once(where: URL, data: bytes) -> None:
+    """Create an object that must not exist yet; FileExistsError when it does.
+
+    Atomic where the store answers conditional PUTs (ATOMIC_CREATE); elsewhere an exists-then-write
+    that two writers can race, which callers needing exclusion must verify (storage/lease.py does)."""
+    try:
+        filesystem(where).pipe_file(where.key, data, mode="create")
+    except FileExistsError:
+        raise
+    except OSError as err:
+        if precondition_failed(err):
+            raise FileExistsError(errno.EEXIST, "already exists", str(where)) from err
+        raise
+
+
+def put_if_unchanged(where: URL, data: bytes, etag: str) -> None:
+    """Replace an object only if it is still the version `etag` names; FileExistsError when it changed."""
+    try:
+        filesystem(where).pipe_file(where.key, data, IfMatch=etag)
+    except OSError as err:
+        if precondition_failed(err):
+            raise FileExistsError(errno.EEXIST, "changed meanwhile", str(where)) from err
+        raise
+
+
+def etag(where: URL) -> str | None:
+    """The version tag of an object, or None when it does not exist."""
+    try:
+        info = filesystem(where).info(where.key)
+    except FileNotFoundError:
+        return None
+    return info.get("ETag") or info.get("etag")
+
+
+def precondition_failed(err: BaseException) -> bool:
+    """An HTTP 412 from the store (s3fs maps it to EINVAL unless the server names the condition)."""
+    cause = err.__cause__
+    response = getattr(cause, "response", None) or {}
+    code = response.get("Error", {}).get("Code")
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code == "PreconditionFailed" or status == 412
+
+
+def remove(where: Location) -> None:
+    """Delete a file or object; absent already is fine."""
+    if isinstance(where, Path):
+        where.unlink(missing_ok=True)
+        return
+    try:
+        filesystem(where).rm_file(where.key)
+    except FileNotFoundError:
+        pass
+
+
+def files_under(where: Location, suffix: str = "") -> dict[Location, int]:
+    """Every file below `where` (recursively) whose name contains `suffix`, with its size in bytes."""
+    if isinstance(where, Path):
+        if not where.is_dir():
+            return {}
+        return {p: p.stat().st_size for p in sorted(where.rglob(f"*{suffix}*")) if p.is_file()}
+    fs = filesystem(where)
+    try:
+        found = fs.find(where.key, detail=True)
+    except FileNotFoundError:
+        return {}
+    root = PurePosixPath(where.key)
+    return {where / PurePosixPath(key).relative_to(root): int(info.get("size") or 0)
+            for key, info in sorted(found.items())
+            if info.get("type") == "file" and suffix in PurePosixPath(key).name}
+
+
+def children(where: Location) -> list[Location]:
+    """The entries directly inside a folder (an object store's common prefixes count as folders)."""
+    if isinstance(where, Path):
+        return sorted(where.iterdir()) if where.is_dir() else []
+    try:
+        names = filesystem(where).ls(where.key, detail=False)
+    except FileNotFoundError:
+        return []
+    return sorted(where / PurePosixPath(name).name for name in names if PurePosixPath(name).name)
