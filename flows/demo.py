@@ -38,7 +38,7 @@ def demo_flow(workdir: str) -> dict:
     # The perturbed test clips share their sample ids with the clean ones: they get a store of their own.
     perturbed = bundled_sample_dir(perturbed=True)
     extract_flow(str(perturbed / "manifest.csv"), str(work / "store-pert"), config.extract, progress=False)
-    pert_pack = pack_flow(str(perturbed / "manifest.csv"), str(work / "store-pert"), config.extract)["result"]["path"]
+    pert_pack = pack_flow(str(perturbed / "manifest.csv"), str(work / "store-pert"), config.extract).result["path"]
     runs = json.loads(Path(result["metrics_path"]).read_text())["runs"]
     result["robustness"] = robustness(runs, bundled_sample_dir() / "perturbations.csv", Path(pert_pack),
                                       perturbed / "perturbations.csv")

@@ -22,8 +22,8 @@ from extractors import DecodeError
 from flows.prefect_env import log_temporary_server
 from pipeline.config import ExtractConfig
 from pipeline.extract import ModalitySummary, Todo
+from pipeline.extract_chunks import extract_chunk, extraction_report, plan_extraction
 from pipeline.manifest import read_manifest
-from pipeline.stages import extract_chunk, extraction_report, plan_extraction
 from storage.lock import store_lock
 from storage.shards import StoreFullError
 

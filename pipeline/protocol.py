@@ -21,6 +21,7 @@ from pipeline.config import ExtractConfig
 from pipeline.datasets.avdigits import build_avdigits
 from pipeline.extract import run_extraction, selection_for
 from pipeline.manifest import read_manifest
+from pipeline.stages import StageError, check_failures
 from storage.pack import pack
 
 # build name -> (perturb share, None for the configured one; splits to extract and pack)
@@ -63,9 +64,10 @@ def prepare_build(config: ProtocolData, name: str, progress: bool = True) -> Bui
     manifest = dataclasses.replace(manifest, samples=[s for s in manifest.samples if s.split in splits])
     store = folder / "store"
     report = run_extraction(manifest, store, config.extract, progress=progress)
-    if report.failed_share() > config.extract.max_failed:
-        raise RuntimeError(f"{name} build: {report.failed_share():.1%} of extractions failed; "
-                           f"see `precal status --store {store} --failed`")
+    try:
+        check_failures(report.failed_share(), config.extract.max_failed, store)
+    except StageError as err:
+        raise StageError(f"{name} build: {err}") from err
     result = pack(store, manifest, selection_for(store, config.extract), progress=progress)
     return Build(manifest_path, folder / "perturbations.csv", result.path)
 

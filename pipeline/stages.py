@@ -1,129 +1,33 @@
-"""The pipeline's stages as plain functions: what each would do, its cache key, and the record of a run.
+"""The pipeline's stages as plain functions: which stages run, each stage's work, its cache key and its
+decision to skip, and the one rule that fails an extraction with too many failures.
 
 flows/pipeline.py wires these into Prefect; everything here runs and is tested without Prefect.
 Cache keys come from content, never from paths alone: extraction from the manifest's per-modality
-content hashes and the encoder fingerprints, packing from the pack id, training and evaluation from
-the training config's hash and the pack id.
+content hashes and the encoder fingerprints (pipeline/extract_chunks.py), packing from the pack id,
+training and evaluation from the training config's hash and the pack id.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
 from pipeline.config import ConfigError, ExtractConfig, PipelineConfig
-from pipeline.extract import (
-    ExtractionReport,
-    ModalitySummary,
-    Todo,
-    choose_spec,
-    extract_modality,
-    plan,
-    record_encoder,
-    store_fingerprint,
-)
-from pipeline.manifest import Manifest
-from pipeline.spec_cache import spec_for
-from storage.atomic import write_json_atomic
-from storage.catalog import Catalog
-from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
+from pipeline.extract import selection_for
+from pipeline.manifest import read_manifest
+from pipeline.stage_records import StageOutcome, metrics_path, read_metrics, recorded, write_json
+from storage.fingerprint import json_fingerprint
 from storage.lock import store_lock
+from storage.pack import pack
 
 STAGES = ("extract", "pack", "train", "evaluate")
-HISTORY = 50  # pipeline runs kept in stages.json
 TRAIN_HOW = {"num_workers", "device"}  # change how training runs, not what it computes: not in the key
 
 
-# ---- extraction, in chunks ----------------------------------------------------------------------
-
-@dataclass
-class ModalityPlan:
-    modality: str
-    encoder: str
-    fingerprint: str
-    todo: list[Todo]
-    skipped: int
-
-
-@dataclass
-class ExtractionPlan:
-    modalities: list[ModalityPlan]
-    key: str  # hash of every modality's encoder fingerprint and per-sample content hashes
-
-    def chunks(self, size: int) -> list[tuple[ModalityPlan, int, list[Todo]]]:
-        """(modality plan, chunk index, samples) for each block of at most `size` samples to extract."""
-        return [(m, i, m.todo[start:start + size])
-                for m in self.modalities for i, start in enumerate(range(0, len(m.todo), size))]
-
-    def nothing_to_do(self) -> bool:
-        return not any(m.todo for m in self.modalities)
-
-
-def plan_extraction(manifest: Manifest, store: Path, config: ExtractConfig) -> ExtractionPlan:
-    """What each configured modality still needs, from the encoders' specs (no model is loaded; a spec
-    whose sources are unchanged comes from the store's cache, so no encoder is built); call while
-    holding the store lock (records encoders)."""
-    files = FileHashCache(store / "cache" / "file_hashes.json")
-    latest = Catalog(store).latest()
-    plans, inputs = [], {}
-    for modality, choice in config.modalities.items():
-        spec = spec_for(store, modality, choice.name, choice.options)
-        fingerprint = store_fingerprint(spec, config.dtype)
-        record_encoder(store, spec, fingerprint, config.dtype)
-        todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=config.retry_failed,
-                             latest=latest, files=files)
-        plans.append(ModalityPlan(modality, spec.encoder_name, fingerprint, todo, skipped))
-        inputs[modality] = {"fingerprint": fingerprint,
-                            "samples": {s.sample_id: content_hash(modality, s, files)
-                                        for s in manifest.samples if s.has(modality)}}
-    files.save()
-    return ExtractionPlan(plans, json_fingerprint(inputs))
-
-
-def nothing_to_extract(manifest: Manifest, store: Path, config: ExtractConfig, wait: float = 0.0) -> dict | None:
-    """The extraction report when every configured modality is already done, else None: the answer to
-    "is anything new?" plans under the store lock, builds no encoder and starts no flow."""
-    with store_lock(store, wait=wait):
-        plan = plan_extraction(manifest, store, config)
-    return extraction_report(plan, [], manifest.rejected) if plan.nothing_to_do() else None
-
-
-def extraction_report(plan: ExtractionPlan, parts: list[tuple[ModalityPlan, ModalitySummary]],
-                      rejected: list[str]) -> dict:
-    """The run's report from its plan and each chunk's summary (with its modality's plan)."""
-    summaries = [merge_summaries(m, [p for owner, p in parts if owner is m]) for m in plan.modalities]
-    return {**ExtractionReport(summaries, rejected).to_dict(), "key": plan.key, "chunks": len(parts)}
-
-
-def extract_chunk(todo: list[Todo], store: Path, modality: str, config: ExtractConfig, expected_fingerprint: str,
-                  *, num_workers: int | None = None, progress: bool = True) -> ModalitySummary:
-    """Extract one chunk, its encoder's model loaded once for it; it commits its own shards and catalog parts."""
-    choice = config.modalities[modality]
-    spec = choose_spec(modality, choice.name, choice.options)
-    fingerprint = store_fingerprint(spec, config.dtype)
-    if fingerprint != expected_fingerprint:  # e.g. a worker node with other weights or another precal version
-        raise ValueError(f"this process computes fingerprint {fingerprint} for {modality}:{spec.encoder_name}, "
-                         f"the plan expected {expected_fingerprint}: the worker's encoder weights or software differ")
-    workers = config.num_workers if num_workers is None else num_workers
-    return extract_modality(todo, spec.build(), store, dtype=config.dtype, shard_size=config.shard_size,
-                            batch_size=config.batch_size, num_workers=workers, device=config.device,
-                            progress=progress)
-
-
-def merge_summaries(modality: ModalityPlan, parts: list[ModalitySummary]) -> ModalitySummary:
-    """One modality's summary from its chunks' summaries (seconds: the chunks' time added up)."""
-    total = ModalitySummary(modality.modality, modality.encoder, modality.fingerprint, skipped=modality.skipped)
-    for part in parts:
-        total.ok += part.ok
-        total.failed += part.failed
-        total.shards_written += part.shards_written
-        total.seconds += part.seconds
-        total.errors.extend(part.errors)
-    return total
+class StageError(RuntimeError):
+    """A stage's result must not feed the stages after it (too many failed extractions, nothing trained)."""
 
 
 # ---- configuration of a pipeline run ----------------------------------------------------------
@@ -170,8 +74,9 @@ def experiment_for(train: dict, pack_path: Path, pack_id: str, out: Path):
     The run folder `<out>/runs/<key>` carries the key, so a changed training config trains afresh
     instead of finding an older config's finished runs.
     """
-    from trainers.config import ConfigError as TrainConfigError
-    from trainers.config import ExperimentConfig, validate
+    from trainers.config import ExperimentConfig
+    from trainers.config_file import ConfigError as TrainConfigError
+    from trainers.config_file import validate
 
     given = sorted({"pack", "packs", "out"} & set(train))
     if given:
@@ -195,64 +100,62 @@ def export_experiment(config: PipelineConfig, path: Path) -> Path:
     return experiment.out
 
 
-# ---- the record: <out>/stages.json -------------------------------------------------------------
+# ---- the stages ---------------------------------------------------------------------------------
 
-@dataclass
-class StageRecord:
-    stage: str
-    status: str  # "ran" or "skipped"
-    key: str
-    seconds: float
-    result: dict = field(default_factory=dict)
-    finished_at: str = ""
-    flow_run_id: str | None = None
+def check_failures(failed_share: float, max_failed: float, store: Path) -> None:
+    """The one max-failed rule, for `precal extract`, the pipeline's extract stage and the protocol's builds.
 
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    Judged on every run, also one with nothing new to extract: failed_share counts this run's failed
+    extractions and rejected manifest rows over everything the run considered, skipped samples included,
+    so an unchanged manifest is judged on the same rows each time and a too-bad data set cannot pass on
+    the run after the one that failed."""
+    if failed_share > max_failed:
+        raise StageError(f"{failed_share:.1%} of extractions failed (above max_failed {max_failed:.1%}); "
+                         f"see `precal status --store {store} --failed`")
 
 
-def stages_path(out: Path) -> Path:
-    return Path(out) / "stages.json"
+def extract_outcome(report: dict, config: ExtractConfig, store: Path) -> StageOutcome:
+    """The extract stage's verdict on an extraction report: skipped when no chunk had work; errors are
+    left to `precal status --failed`."""
+    check_failures(report["failed_share"], config.max_failed, store)
+    result = {"modalities": [{k: v for k, v in s.items() if k != "errors"} for s in report["modalities"]],
+              "totals": report["totals"], "chunks": report["chunks"]}
+    return StageOutcome("skipped" if report["chunks"] == 0 else "ran", report["key"], result)
 
 
-def read_stages(out: Path) -> dict:
-    """{"stages": {name: latest record}, "history": [one entry per pipeline run]}."""
-    path = stages_path(out)
-    if not path.is_file():
-        return {"stages": {}, "history": []}
-    return json.loads(path.read_text())
+def pack_stage(manifest: Path, store: Path, config: ExtractConfig, wait: float = 0.0) -> StageOutcome:
+    """Pack every configured modality; an unchanged selection (same pack id) reuses the existing pack."""
+    samples = read_manifest(manifest, allow_outside_root=config.allow_outside_root, check_files=False, strict=False)
+    with store_lock(store, wait=wait):
+        result = pack(store, samples, selection_for(store, config))
+    return StageOutcome("ran" if result.created else "skipped", result.pack_id,
+                        {"path": str(result.path), "pack_id": result.pack_id, "counts": result.counts,
+                         "dropped": len(result.dropped)})
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Written whole or not at all (a temporary file renamed into place)."""
-    write_json_atomic(path, data, indent=2, default=str)
+def train_stage(train: dict, packed: dict, out: Path) -> StageOutcome:
+    """Run the experiment grid on the pack, in `<out>/runs/<key>`; skipped when that grid is finished."""
+    from trainers.experiment import run_experiment
+
+    experiment, key = experiment_for(train, Path(packed["path"]), packed["pack_id"], out)
+    results = experiment.out / "results.json"
+    status = "skipped" if results.is_file() else "ran"
+    runs = json.loads(results.read_text()) if status == "skipped" else run_experiment(experiment)
+    return StageOutcome(status, key, {"out": str(experiment.out), "runs": len(runs)})
 
 
-def _write(out: Path, data: dict) -> None:
-    write_json(stages_path(out), data)
+def evaluate_stage(train: dict, packed: dict, out: Path) -> StageOutcome:
+    """Summarise the grid's test metrics (selected on valid) over seeds into `<out>/metrics.json`;
+    skipped when metrics.json already holds this grid's key."""
+    from trainers.experiment import summarize
 
-
-def record_stage(out: Path, record: StageRecord) -> None:
-    data = read_stages(out)
-    data["stages"][record.stage] = asdict(record)
-    _write(out, data)
-
-
-def record_run(out: Path, flow_run_id: str | None, started_at: str, records: list[StageRecord]) -> dict:
-    """Append this pipeline run (which stages ran, which were skipped) to the history."""
-    data = read_stages(out)
-    entry = {"flow_run_id": flow_run_id, "started_at": started_at, "finished_at": now_iso(),
-             "stages": {r.stage: r.status for r in records}}
-    data["history"] = (data["history"] + [entry])[-HISTORY:]
-    _write(out, data)
-    return entry
-
-
-def recorded(out: Path, stage: str, needed_by: str) -> dict:
-    """The latest record of a stage this run does not repeat; a clear error when there is none."""
-    record = read_stages(out)["stages"].get(stage)
-    if record is None:
-        raise ConfigError(f"stage {needed_by} needs the {stage} stage's result and {stages_path(out)} has none; "
-                          f"run it first (--stages {stage},{needed_by})")
-    return record
+    experiment, key = experiment_for(train, Path(packed["path"]), packed["pack_id"], out)
+    results, path = experiment.out / "results.json", metrics_path(out)
+    if not results.is_file():
+        raise StageError(f"no finished training runs in {experiment.out} for this config; run the train stage")
+    if (read_metrics(out) or {}).get("key") == key:
+        return StageOutcome("skipped", key, {"metrics": str(path)})
+    runs = json.loads(results.read_text())
+    write_json(path, {"key": key, "pack": packed, "runs_dir": str(experiment.out), "variants": summarize(runs),
+                      "runs": runs})
+    return StageOutcome("ran", key, {"metrics": str(path)})

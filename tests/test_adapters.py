@@ -10,8 +10,16 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.adapters import ADAPTERS, adapter_options, import_dataset, preset_path
-from pipeline.adapters.common import (BAD_NAME, BAD_ROW, DUPLICATE, MISSING, UNKNOWN_LABEL, UNLISTED, LayoutError,
-                                      safe_id)
+from pipeline.adapters.common import (
+    BAD_NAME,
+    BAD_ROW,
+    DUPLICATE,
+    MISSING,
+    UNKNOWN_LABEL,
+    UNLISTED,
+    LayoutError,
+    safe_id,
+)
 from pipeline.adapters.mmsa_features import PickleRefused, import_and_pack, import_mmsa_features
 from pipeline.config import EncoderChoice, ExtractConfig, load_pipeline_config
 from pipeline.extract import run_extraction, selection_for
@@ -19,9 +27,22 @@ from pipeline.manifest import read_manifest
 from storage.catalog import Catalog
 from storage.pack import pack
 from storage.shards import load_npy, read_shard
-from tests.fixtures_layouts import (MMSA_SHAPES, UCF_CLASSES, ave_row, build_ave, build_class_folders, build_cremad,
-                                    build_mosi, build_ucf101, mmsa_data, ucf_name, write_clip, write_cremad_clip,
-                                    write_lines, write_pickle)
+from tests.fixtures_layouts import (
+    MMSA_SHAPES,
+    UCF_CLASSES,
+    ave_row,
+    build_ave,
+    build_class_folders,
+    build_cremad,
+    build_mosi,
+    build_ucf101,
+    mmsa_data,
+    ucf_name,
+    write_clip,
+    write_cremad_clip,
+    write_lines,
+    write_pickle,
+)
 from trainers.config import ExperimentConfig, TrainConfig, validate
 from trainers.train import train
 

@@ -7,9 +7,19 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.datasets.avdigits import (DIGIT_WORDS, MANIFEST_COLUMNS, SAMPLE_SPLIT_SHARES, SPLITS, DatasetError,
-                                        build_avdigits, bundled_sample_dir, find_recordings, load_mnist,
-                                        plan_avdigits, split_of_take)
+from pipeline.datasets.avdigits import (
+    DIGIT_WORDS,
+    MANIFEST_COLUMNS,
+    SAMPLE_SPLIT_SHARES,
+    SPLITS,
+    DatasetError,
+    build_avdigits,
+    bundled_sample_dir,
+    find_recordings,
+    load_mnist,
+    plan_avdigits,
+    split_of_take,
+)
 from pipeline.manifest import read_manifest
 
 TAKES = (0, 5, 10, 11)  # per digit: one test take, one valid take, two train takes

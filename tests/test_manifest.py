@@ -1,7 +1,4 @@
-import json
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from pipeline.manifest import ManifestError, read_manifest, write_manifest

@@ -20,12 +20,13 @@ from flows.pipeline import pipeline_flow
 from pipeline.cli import app
 from pipeline.config import ConfigError, ExtractConfig, load_pipeline_config
 from pipeline.extract import ModalitySummary
+from pipeline.extract_chunks import ExtractionPlan, ModalityPlan, extract_chunk, merge_summaries, plan_extraction
 from pipeline.manifest import read_manifest
-from pipeline.stages import (STAGES, ExtractionPlan, ModalityPlan, experiment_for, extract_chunk, merge_summaries,
-                             plan_extraction, prepare_run, read_stages)
+from pipeline.stage_records import read_stages
+from pipeline.stages import STAGES, experiment_for, prepare_run
 from storage.catalog import Catalog
-from trainers.config import load_experiment_config
 from tests.orchestration_helpers import split_subset, write_config
+from trainers.config import load_experiment_config
 
 SPLITS = {"train": 12, "valid": 6, "test": 6}
 

@@ -10,8 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.adapters.common import (BAD_ROW, DUPLICATE, MISSING, UNKNOWN_LABEL, UNLISTED, Collected, require_dir,
-                                      require_file, safe_id)
+from pipeline.adapters.common import (
+    BAD_ROW,
+    DUPLICATE,
+    MISSING,
+    UNKNOWN_LABEL,
+    UNLISTED,
+    Collected,
+    require_dir,
+    require_file,
+    safe_id,
+)
 from pipeline.manifest import Sample
 
 CATEGORIES = (

@@ -12,8 +12,16 @@ import csv
 import math
 from pathlib import Path
 
-from pipeline.adapters.common import (BAD_ROW, MISSING, UNKNOWN_LABEL, Collected, LayoutError, require_dir,
-                                      require_file, safe_id)
+from pipeline.adapters.common import (
+    BAD_ROW,
+    MISSING,
+    UNKNOWN_LABEL,
+    Collected,
+    LayoutError,
+    require_dir,
+    require_file,
+    safe_id,
+)
 from pipeline.manifest import SPLITS, Sample
 
 COLUMNS = ("video_id", "clip_id", "text", "label", "mode")

@@ -15,8 +15,20 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.adapters.common import (BAD_NAME, BAD_ROW, DUPLICATE, MISSING, UNKNOWN_LABEL, UNLISTED, Collected,
-                                      LayoutError, by_label, carve, check_share, require_file)
+from pipeline.adapters.common import (
+    BAD_NAME,
+    BAD_ROW,
+    DUPLICATE,
+    MISSING,
+    UNKNOWN_LABEL,
+    UNLISTED,
+    Collected,
+    LayoutError,
+    by_label,
+    carve,
+    check_share,
+    require_file,
+)
 from pipeline.manifest import Sample
 
 SENTENCES = {

@@ -10,8 +10,21 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from pipeline.adapters.common import (BAD_ROW, DUPLICATE, MISSING, UNLISTED, Collected, LayoutError, by_label,
-                                      carve, check_share, class_folder_videos, inside, read_list, safe_id)
+from pipeline.adapters.common import (
+    BAD_ROW,
+    DUPLICATE,
+    MISSING,
+    UNLISTED,
+    Collected,
+    LayoutError,
+    by_label,
+    carve,
+    check_share,
+    class_folder_videos,
+    inside,
+    read_list,
+    safe_id,
+)
 from pipeline.manifest import Sample
 
 SUFFIXES = (".mp4", ".avi", ".mkv", ".webm")

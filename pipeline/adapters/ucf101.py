@@ -12,9 +12,23 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePosixPath
 
-from pipeline.adapters.common import (BAD_ROW, DUPLICATE, MISSING, UNKNOWN_LABEL, UNLISTED, Collected, ListEntry,
-                                      LayoutError, carve, check_share, class_folder_videos, inside, read_list,
-                                      require_file, safe_id)
+from pipeline.adapters.common import (
+    BAD_ROW,
+    DUPLICATE,
+    MISSING,
+    UNKNOWN_LABEL,
+    UNLISTED,
+    Collected,
+    LayoutError,
+    ListEntry,
+    carve,
+    check_share,
+    class_folder_videos,
+    inside,
+    read_list,
+    require_file,
+    safe_id,
+)
 from pipeline.manifest import Sample
 
 SPLIT_NUMBERS = (1, 2, 3)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,7 +17,7 @@ def avdigits(
     fsdd: Path = typer.Option(..., help="FSDD recordings folder ({digit}_{speaker}_{index}.wav)."),
     mnist: Path = typer.Option(..., help="MNIST CSV (gzip ok): 784 pixel values then the label per row."),
     out: Path = typer.Option(..., help="Output folder for clips, manifest.csv and perturbations.csv."),
-    per_class: Optional[int] = typer.Option(None, help="Samples per digit (default: every FSDD take)."),
+    per_class: int | None = typer.Option(None, help="Samples per digit (default: every FSDD take)."),
     seed: int = typer.Option(0, help="Seed for pairing, motion and perturbations."),
     perturb_share: float = typer.Option(0.3, help="Share of samples with one modality in conflict or degraded."),
 ):
@@ -40,20 +39,20 @@ def import_(
     root: Path = typer.Argument(..., help="The data set's folder as downloaded (for mmsa: the .pkl file)."),
     out: Path = typer.Option(..., help="Manifest to write (.csv, .jsonl or .parquet); inside ROOT keeps media "
                              "paths inside its folder."),
-    lists: Optional[Path] = typer.Option(None, help="Folder of split lists: CREMA-D train.csv/test.csv (default: a "
+    lists: Path | None = typer.Option(None, help="Folder of split lists: CREMA-D train.csv/test.csv (default: a "
                                          "seeded split); Kinetics-Sounds train.txt/val.txt/test.txt (default ROOT); "
                                          "UCF101 classInd.txt, train/testlistNN.txt (default ROOT/ucfTrainTestlist)."),
-    split_number: Optional[int] = typer.Option(None, help="UCF101: official split 1, 2 or 3 (default 1)."),
+    split_number: int | None = typer.Option(None, help="UCF101: official split 1, 2 or 3 (default 1)."),
     speaker_independent: bool = typer.Option(False, "--speaker-independent", help="CREMA-D: draw test and valid by "
                                              "whole actors, so no voice is in two splits."),
-    valid_share: Optional[float] = typer.Option(None, help="Share of train moved to valid (seeded; default 0.1)."),
-    test_share: Optional[float] = typer.Option(None, help="Share moved to test where no list fixes it (default 0.1)."),
-    seed: Optional[int] = typer.Option(None, help="Seed of every drawn split (default 0)."),
+    valid_share: float | None = typer.Option(None, help="Share of train moved to valid (seeded; default 0.1)."),
+    test_share: float | None = typer.Option(None, help="Share moved to test where no list fixes it (default 0.1)."),
+    seed: int | None = typer.Option(None, help="Seed of every drawn split (default 0)."),
     no_text: bool = typer.Option(False, "--no-text", help="CREMA-D: leave out the text (each clip's fixed sentence)."),
-    store: Optional[Path] = typer.Option(None, help="mmsa: feature store to import the features into (and pack)."),
+    store: Path | None = typer.Option(None, help="mmsa: feature store to import the features into (and pack)."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="mmsa: allow unpickling the .pkl. A pickle can "
                                       "run code: only for files you trust."),
-    report: Optional[Path] = typer.Option(None, help="Also write the full report (every unmapped item) as JSON."),
+    report: Path | None = typer.Option(None, help="Also write the full report (every unmapped item) as JSON."),
 ):
     """Map a benchmark's own layout to a manifest, and list what could not be mapped.
 

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from pipeline.cli.common import (ENCODER_HELP, MODALITY_HELP, OPTION_HELP, OUTSIDE_ROOT_HELP, console, extract_config,
-                                 fail, load_manifest, print_extraction, run_guarded)
+from pipeline.cli.common import (
+    ENCODER_HELP,
+    MODALITY_HELP,
+    OPTION_HELP,
+    OUTSIDE_ROOT_HELP,
+    console,
+    extract_config,
+    fail,
+    load_manifest,
+    print_extraction,
+    run_guarded,
+)
 
 
 def extract(
     manifest: Path = typer.Option(..., help="Manifest (CSV, JSONL or Parquet) listing the samples."),
     store: Path = typer.Option(..., help="Feature store folder (created if missing)."),
-    modality: Optional[list[str]] = typer.Option(None, "--modality", "-m", help=MODALITY_HELP),
-    encoder: Optional[list[str]] = typer.Option(None, "--encoder", "-e", help=ENCODER_HELP),
-    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help=OPTION_HELP),
+    modality: list[str] | None = typer.Option(None, "--modality", "-m", help=MODALITY_HELP),
+    encoder: list[str] | None = typer.Option(None, "--encoder", "-e", help=ENCODER_HELP),
+    option: list[str] | None = typer.Option(None, "--option", "-o", help=OPTION_HELP),
     dtype: str = typer.Option("float16", help="Storage dtype of features: float16 or float32."),
     batch_size: int = typer.Option(16, help="Clips per encoder batch on the device."),
     workers: int = typer.Option(1, help="Decoding worker processes (0 decodes in the main process)."),
@@ -32,7 +41,8 @@ def extract(
     Runs as a Prefect flow when there is something to extract; with nothing new it only prints the
     summary (no flow, no model). Bad inputs become `failed` catalog rows with a reason; the run goes on.
     """
-    from pipeline.stages import nothing_to_extract
+    from pipeline.extract_chunks import nothing_to_extract
+    from pipeline.stages import StageError, check_failures
 
     config = extract_config(modality, encoder, option, dtype=dtype, batch_size=batch_size, num_workers=workers,
                             device=device, shard_size=shard_size, max_failed=max_failed, retry_failed=retry_failed,
@@ -44,17 +54,18 @@ def extract(
 
         report = run_guarded(lambda: extract_flow(str(manifest), str(store), config, wait))
     print_extraction(report)
-    if report["failed_share"] > max_failed:
-        fail(f"{report['failed_share']:.1%} of extractions failed (above --max-failed {max_failed:.1%}); "
-             f"see `precal status --store {store} --failed`", code=1)
+    try:
+        check_failures(report["failed_share"], max_failed, store)
+    except StageError as err:
+        fail(str(err), code=1)
 
 
 def pack(
     manifest: Path = typer.Option(..., help="Manifest whose samples to pack (removed samples drop out)."),
     store: Path = typer.Option(..., help="Feature store folder."),
-    modality: Optional[list[str]] = typer.Option(None, "--modality", "-m", help=MODALITY_HELP),
-    encoder: Optional[list[str]] = typer.Option(None, "--encoder", "-e", help=ENCODER_HELP),
-    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help=OPTION_HELP),
+    modality: list[str] | None = typer.Option(None, "--modality", "-m", help=MODALITY_HELP),
+    encoder: list[str] | None = typer.Option(None, "--encoder", "-e", help=ENCODER_HELP),
+    option: list[str] | None = typer.Option(None, "--option", "-o", help=OPTION_HELP),
     dtype: str = typer.Option("float16", help="Storage dtype the features were extracted with."),
     allow_outside_root: bool = typer.Option(False, help=OUTSIDE_ROOT_HELP),
 ):

@@ -4,7 +4,6 @@ and `precal demo` (the whole pipeline on the bundled AV-digits sample)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -18,8 +17,8 @@ ADDRESS_HELP = "Dask scheduler to run chunks on, tcp://HOST:PORT (with --runner 
 CONFIG_HELP = "Pipeline config (YAML/JSON): manifest, store, out, extract {...}, train {experiment grid}."
 
 
-def pipeline_options(config: Path, stages: Optional[str], modality: Optional[list[str]], runner: str,
-                     address: Optional[str]) -> dict:
+def pipeline_options(config: Path, stages: str | None, modality: list[str] | None, runner: str,
+                     address: str | None) -> dict:
     """Check the config and choices before any work starts; the flow's parameters."""
     from pipeline.config import ConfigError, load_pipeline_config
     from pipeline.stages import prepare_run
@@ -38,12 +37,12 @@ def pipeline_options(config: Path, stages: Optional[str], modality: Optional[lis
 
 def run(
     config: Path = typer.Argument(..., help=CONFIG_HELP),
-    stages: Optional[str] = typer.Option(None, help=STAGES_HELP),
-    modality: Optional[list[str]] = typer.Option(None, "--modality", "-m", help=RUN_MODALITY_HELP),
+    stages: str | None = typer.Option(None, help=STAGES_HELP),
+    modality: list[str] | None = typer.Option(None, "--modality", "-m", help=RUN_MODALITY_HELP),
     runner: str = typer.Option("default", help=RUNNER_HELP),
-    address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
+    address: str | None = typer.Option(None, help=ADDRESS_HELP),
     wait: float = typer.Option(0.0, help="Seconds to wait for another process holding the store's lock."),
-    export_experiment: Optional[Path] = typer.Option(None, help="Only write the experiment config the train stage "
+    export_experiment: Path | None = typer.Option(None, help="Only write the experiment config the train stage "
                                                      "would run (recorded pack, keyed run folder) to this YAML file, "
                                                      "to launch it with torchrun; then exit."),
 ):
@@ -59,8 +58,9 @@ def run(
     To train on several machines, write the stage's experiment with --export-experiment, launch it with
     torchrun (`-m trainers.experiment FILE`), then `--stages train,evaluate` (docs/orchestration.md).
     """
-    from flows.pipeline import StageError, pipeline_flow
+    from flows.pipeline import pipeline_flow
     from pipeline.config import ConfigError
+    from pipeline.stages import StageError
 
     options = pipeline_options(config, stages, modality, runner, address)
     if export_experiment is not None:
@@ -75,7 +75,7 @@ def run(
     print_stages(result)
 
 
-def write_experiment(config: Path, modality: Optional[list[str]], path: Path) -> None:
+def write_experiment(config: Path, modality: list[str] | None, path: Path) -> None:
     from pipeline.config import ConfigError, load_pipeline_config
     from pipeline.stages import export_experiment, restrict_modalities
 
@@ -105,13 +105,13 @@ def print_stages(result: dict) -> None:
 
 def schedule(
     config: Path = typer.Argument(..., help=CONFIG_HELP),
-    cron: Optional[str] = typer.Option(None, help="Cron schedule, e.g. '0 3 * * *' (every night at 03:00)."),
-    interval: Optional[float] = typer.Option(None, help="Run every this many seconds instead of --cron."),
-    name: Optional[str] = typer.Option(None, help="Deployment name (default: the config file's name)."),
-    stages: Optional[str] = typer.Option(None, help=STAGES_HELP),
-    modality: Optional[list[str]] = typer.Option(None, "--modality", "-m", help=RUN_MODALITY_HELP),
+    cron: str | None = typer.Option(None, help="Cron schedule, e.g. '0 3 * * *' (every night at 03:00)."),
+    interval: float | None = typer.Option(None, help="Run every this many seconds instead of --cron."),
+    name: str | None = typer.Option(None, help="Deployment name (default: the config file's name)."),
+    stages: str | None = typer.Option(None, help=STAGES_HELP),
+    modality: list[str] | None = typer.Option(None, "--modality", "-m", help=RUN_MODALITY_HELP),
     runner: str = typer.Option("default", help=RUNNER_HELP),
-    address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
+    address: str | None = typer.Option(None, help=ADDRESS_HELP),
 ):
     """Serve the pipeline on CONFIG as a scheduled Prefect deployment (runs until stopped with Ctrl-C).
 
@@ -144,7 +144,8 @@ def schedule(
 
 
 def demo(
-    workdir: Path = typer.Option(Path("precal-demo"), help="Folder for the store, packed shards, runs and metrics.json."),
+    workdir: Path = typer.Option(Path("precal-demo"),
+                                 help="Folder for the store, packed shards, runs and metrics.json."),
 ):
     """Run the whole pipeline on the bundled AV-digits sample (offline, a few minutes on CPU).
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -44,7 +43,7 @@ def status(
 def verify(
     store: Path = typer.Option(..., help="Feature store folder."),
     repair: bool = typer.Option(False, help="Re-extract what a bad or missing shard held (needs --manifest)."),
-    manifest: Optional[Path] = typer.Option(None, help="The manifest the store was extracted from (for --repair)."),
+    manifest: Path | None = typer.Option(None, help="The manifest the store was extracted from (for --repair)."),
     allow_outside_root: bool = typer.Option(False, help=OUTSIDE_ROOT_HELP),
     trust_remote_code: bool = typer.Option(False, help="For --repair: allow an encoder recorded with "
                                            "trust_remote_code to run the Python code shipped with its model."),

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,7 +13,8 @@ from pipeline.cli.common import console, fail, print_variants, run_guarded
 def train(config: Path = typer.Argument(..., help="Training config (YAML/JSON): pack, out, backbone, method, ...")):
     """Train one model on packed shards; select on valid, report test; resumes after a kill."""
     from trainers.config import load_train_config
-    from trainers.train import USER_ERRORS, train as run_training
+    from trainers.train import USER_ERRORS
+    from trainers.train import train as run_training
 
     try:
         metrics = run_training(load_train_config(config))
@@ -29,7 +29,8 @@ def evaluate(
     split: str = typer.Option("test", help="train, valid or test."),
 ):
     """Evaluate a trained checkpoint on one split of a pack and print its metrics."""
-    from trainers.train import USER_ERRORS, evaluate as run_evaluation
+    from trainers.train import USER_ERRORS
+    from trainers.train import evaluate as run_evaluation
 
     if not checkpoint.is_file():
         fail(f"{checkpoint}: no such checkpoint")
@@ -41,8 +42,9 @@ def evaluate(
 
 def experiment(
     config: Path = typer.Argument(..., help="Experiment config: pack(s), backbones, methods, seeds, train options."),
-    analyse_runs: bool = typer.Option(True, "--analyse/--no-analyse", help="Analyse every run afterwards (report.html)."),
-    manifest: Optional[Path] = typer.Option(None, help="Source manifest, for raw-level corruption in the analysis."),
+    analyse_runs: bool = typer.Option(True, "--analyse/--no-analyse",
+                                      help="Analyse every run afterwards (report.html)."),
+    manifest: Path | None = typer.Option(None, help="Source manifest, for raw-level corruption in the analysis."),
 ):
     """Run a grid (backbones x methods x seeds); write results.json and results.md (mean and std over seeds),
     then the analyses and HTML report of every run (see `precal analyse`).
@@ -89,11 +91,11 @@ def run_protocol_preset(config: Path) -> None:
 def analyse(
     run: Path = typer.Argument(..., help="A training run folder (metrics.json + best.pt) or an experiment folder "
                                "holding several runs (each is analysed, plus a table of all)."),
-    manifest: Optional[Path] = typer.Option(None, help="Manifest the pack was built from: enables raw-level "
+    manifest: Path | None = typer.Option(None, help="Manifest the pack was built from: enables raw-level "
                                             "corruption (test media corrupted, re-extracted into the store)."),
-    store: Optional[Path] = typer.Option(None, help="Feature store the pack was made in (default: the store "
+    store: Path | None = typer.Option(None, help="Feature store the pack was made in (default: the store "
                                          "holding the pack, STORE/packed/<pack-id>)."),
-    perturbations: Optional[Path] = typer.Option(None, help="Perturbation table (sample_id, modality, kind "
+    perturbations: Path | None = typer.Option(None, help="Perturbation table (sample_id, modality, kind "
                                                  "clean|conflict|degraded); default: perturbations.csv beside "
                                                  "--manifest when there is one."),
     severities: str = typer.Option("1..5", help="Corruption severities, a range (1..5) or a list (1,3,5)."),
