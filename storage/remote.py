@@ -140,18 +140,19 @@ def open_stream(where: Location) -> IO[bytes]:
     return filesystem(where).open(where.key, "rb", cache_type="readahead", block_size=4 << 20)
 
 
-def put(where: URL, data: bytes) -> None:
-    """Write a whole object, replacing any before it (one PUT: readers see the old or the new)."""
-    filesystem(where).pipe_file(where.key, data)
+def put(where: URL, data: bytes) -> str | None:
+    """Write a whole object, replacing any before it (one PUT: readers see the old or the new).
+    Returns the new version's tag where the store gives one."""
+    return _tag_of(filesystem(where).pipe_file(where.key, data))
 
 
-def put_once(where: URL, data: bytes) -> None:
-    """Create an object that must not exist yet; FileExistsError when it does.
+def put_once(where: URL, data: bytes) -> str | None:
+    """Create an object that must not exist yet; FileExistsError when it does. Returns its version tag.
 
     Atomic where the store answers conditional PUTs (ATOMIC_CREATE); elsewhere an exists-then-write
     that two writers can race, which callers needing exclusion must verify (storage/lease.py does)."""
     try:
-        filesystem(where).pipe_file(where.key, data, mode="create")
+        return _tag_of(filesystem(where).pipe_file(where.key, data, mode="create"))
     except FileExistsError:
         raise
     except OSError as err:
@@ -160,14 +161,19 @@ def put_once(where: URL, data: bytes) -> None:
         raise
 
 
-def put_if_unchanged(where: URL, data: bytes, etag: str) -> None:
-    """Replace an object only if it is still the version `etag` names; FileExistsError when it changed."""
+def put_if_unchanged(where: URL, data: bytes, tag: str) -> str | None:
+    """Replace an object only if it is still the version `tag` names; FileExistsError when it changed.
+    Only for stores in ATOMIC_CREATE (an If-Match PUT). Returns the new version's tag."""
     try:
-        filesystem(where).pipe_file(where.key, data, IfMatch=etag)
+        return _tag_of(filesystem(where).pipe_file(where.key, data, IfMatch=tag))
     except OSError as err:
         if precondition_failed(err):
             raise FileExistsError(errno.EEXIST, "changed meanwhile", str(where)) from err
         raise
+
+
+def _tag_of(response) -> str | None:
+    return response.get("ETag") if isinstance(response, dict) else None
 
 
 def etag(where: URL) -> str | None:
