@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from extractors import DecodeError
-from flows.prefect_env import log_temporary_server
+from flows.prefect_env import choose_prefect_api
 from pipeline.config import ExtractConfig
 from pipeline.extract import ModalitySummary, Todo
 from pipeline.extract_chunks import extract_chunk, extraction_report, plan_extraction
@@ -31,7 +31,7 @@ GPU_LIMIT = "precal-gpu"  # global concurrency limit for chunks on a GPU: `prefe
 RUNNERS = ("default", "dask")
 DETERMINISTIC = (DecodeError, ValueError, TypeError, StoreFullError)  # fail the same way on every try
 
-log_temporary_server()  # before any flow of this package can start Prefect's temporary server
+choose_prefect_api()  # before any flow of this package runs: PREFECT_API_URL, precal's server, or a temporary one
 
 
 def retry_transient(task, task_run, state) -> bool:

@@ -1,12 +1,16 @@
-"""Offline-friendly Prefect defaults, applied before Prefect is imported.
+"""Offline-friendly Prefect defaults, applied before Prefect is imported, and the choice of Prefect API.
 
-With no API URL Prefect starts a temporary local server; these keep it (and Dask) quiet and patient
-on slow machines. Users who point PREFECT_API_URL at their own server keep their settings.
+Flows report to PREFECT_API_URL when it is configured (a team's server, Prefect Cloud), else to the
+server `precal server start` left running, else to a temporary local server that Prefect starts for
+the one command. The defaults keep that temporary server (and Dask) quiet and patient on slow
+machines; users who point PREFECT_API_URL at their own server keep their settings.
 """
 
 import os
 import subprocess
 from pathlib import Path
+
+from flows.server import running_server_url
 
 OFFLINE_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -58,3 +62,24 @@ def log_temporary_server() -> Path | None:
     if not isinstance(server.subprocess, _OutputToFile):
         server.subprocess = _OutputToFile(log)
     return server.subprocess.log
+
+
+def choose_prefect_api() -> str | None:
+    """Point this process's flows at a Prefect API before the first one runs (Prefect already imported).
+
+    PREFECT_API_URL from any of Prefect's own sources (environment, profile, .env) wins; else the
+    precal-started server when it is alive and answering, set in the environment so that processes
+    started from here (Dask workers, scheduled runs) report there too; else the temporary server,
+    its output sent to a log. Returns the URL, or None for the temporary server."""
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return PREFECT_API_URL.value()
+    url = running_server_url()
+    if url is None:
+        log_temporary_server()
+        return None
+    os.environ["PREFECT_API_URL"] = url
+    refresh_global_settings_context()  # Prefect read its settings at import, before the URL was set
+    return url

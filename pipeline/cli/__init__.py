@@ -9,6 +9,7 @@ import typer
 from flows.prefect_env import apply_offline_defaults
 from pipeline.cli import extract, run, store, train
 from pipeline.cli.datasets import datasets_app
+from pipeline.cli.server import server_app
 
 apply_offline_defaults()
 
@@ -19,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(server_app, name="server")
 for command in (extract.extract, store.status, store.verify, store.gc, extract.pack, run.demo, train.train,
                 train.evaluate, train.experiment, train.analyse, run.run, run.schedule, extract.encoders):
     app.command()(command)
