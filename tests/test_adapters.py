@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.adapters import ADAPTERS, adapter_options, import_dataset, preset_path
+from pipeline.adapters import ADAPTERS, adapter_options, ave, import_dataset, preset_path
 from pipeline.adapters.common import (
     BAD_NAME,
     BAD_ROW,
@@ -17,6 +17,7 @@ from pipeline.adapters.common import (
     MISSING,
     UNKNOWN_LABEL,
     UNLISTED,
+    Collected,
     LayoutError,
     safe_id,
 )
@@ -265,11 +266,19 @@ def test_options_that_do_not_apply_are_refused_by_name(tmp_path):
     assert adapter_options("ucf101") == ["lists", "split_number", "valid_share", "seed"]
     with pytest.raises(ValueError, match="speaker_independent do not apply to ave"):
         import_dataset("ave", tmp_path, tmp_path / "m.csv", speaker_independent=True)
-    with pytest.raises(ValueError, match="unknown data set"):
+    with pytest.raises(ValueError, match="unknown data set 'voxceleb'; registered: ave, cremad, kinetics-sounds"):
         import_dataset("voxceleb", tmp_path, tmp_path / "m.csv")
 
 
-@pytest.mark.parametrize("name", list(ADAPTERS))
+def test_adapters_are_registered_once_by_name():
+    assert ADAPTERS.names() == ["ave", "cremad", "kinetics-sounds", "mosei", "mosi", "ucf101"]
+    assert ADAPTERS.get("mosei") is ADAPTERS.get("mosi")  # one layout, two data sets
+    with pytest.raises(ValueError, match="data set 'ave' is already registered"):
+        ADAPTERS.register("ave")(lambda root: Collected())
+    assert ADAPTERS.get("ave") is ave.collect  # the first registration is kept
+
+
+@pytest.mark.parametrize("name", ADAPTERS.names())
 def test_presets_are_valid_pipeline_and_experiment_configs(name):
     from extractors import list_encoders
 

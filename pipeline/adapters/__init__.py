@@ -1,6 +1,6 @@
 """Dataset adapters: turn a benchmark's own layout into a precal manifest.
 
-`import_dataset(name, root, out, **options)` runs the adapter `ADAPTERS[name]`, writes the manifest of
+`import_dataset(name, root, out, **options)` runs the adapter `ADAPTERS.get(name)`, writes the manifest of
 every sample it could map (paths relative to the manifest's folder) and returns an ImportReport naming
 what it could not map. Each adapter is a function `collect(root, **options) -> Collected`; its keyword
 arguments are its options (the CLI's --seed, --valid-share, ...).
@@ -11,22 +11,13 @@ from __future__ import annotations
 import inspect
 import os
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.adapters import ave, cmu_mosi, cremad, kinetics_sounds, ucf101
-from pipeline.adapters.common import DUPLICATE, Collected, Issue, LayoutError
+from pipeline.adapters import ave, cmu_mosi, cremad, kinetics_sounds, ucf101  # noqa: F401 (each registers itself)
+from pipeline.adapters.common import ADAPTERS, DUPLICATE, Collected, Issue, LayoutError
 from pipeline.manifest import SPLITS, Sample, write_manifest
 
-ADAPTERS: dict[str, Callable[..., Collected]] = {
-    "cremad": cremad.collect,
-    "ave": ave.collect,
-    "mosi": cmu_mosi.collect,
-    "mosei": cmu_mosi.collect,
-    "kinetics-sounds": kinetics_sounds.collect,
-    "ucf101": ucf101.collect,
-}
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 
 __all__ = ["ADAPTERS", "ImportReport", "Issue", "LayoutError", "adapter_options", "import_dataset", "preset_path",
@@ -53,7 +44,7 @@ class ImportReport:
 
 def adapter_options(name: str) -> list[str]:
     """The keyword options an adapter accepts (its CLI flags with '-' for '_')."""
-    return [p for p in inspect.signature(ADAPTERS[name]).parameters if p != "root"]
+    return [p for p in inspect.signature(ADAPTERS.get(name)).parameters if p != "root"]
 
 
 def preset_path(name: str) -> Path:
@@ -62,8 +53,7 @@ def preset_path(name: str) -> Path:
 
 def import_dataset(name: str, root: str | Path, out: str | Path, **options) -> ImportReport:
     """Map the data set at `root` with adapter `name`; write the manifest to `out`; report the rest."""
-    if name not in ADAPTERS:
-        raise ValueError(f"unknown data set {name!r}; choose from {', '.join(ADAPTERS)}")
+    collect = ADAPTERS.get(name)  # an unknown name raises, listing the known ones
     accepted = adapter_options(name)
     wrong = sorted(set(options) - set(accepted))
     if wrong:
@@ -72,7 +62,7 @@ def import_dataset(name: str, root: str | Path, out: str | Path, **options) -> I
     root, out = Path(root).resolve(), Path(out).resolve()
     if not root.is_dir():
         raise LayoutError(f"{root}: no such folder")
-    collected = ADAPTERS[name](root, **options)
+    collected = collect(root, **options)
     samples = unique(collected)
     report = ImportReport(name, None, {s: sum(x.split == s for x in samples) for s in SPLITS},
                           count_classes(samples), collected.skipped, collected.incomplete, collected.notes)

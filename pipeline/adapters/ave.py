@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.adapters.common import (
+    ADAPTERS,
     BAD_ROW,
     DUPLICATE,
     MISSING,
@@ -35,6 +36,7 @@ HEADER = ("Category", "VideoID", "Quality", "StartTime", "EndTime")
 Event = tuple[str, str, float, float]  # category, video id, start, end
 
 
+@ADAPTERS.register("ave")
 def collect(root: Path) -> Collected:
     out = Collected()
     videos = require_dir(root / "AVE", "AVE videos, AVE/<VideoID>.mp4")

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from pipeline.adapters.common import (
+    ADAPTERS,
     BAD_ROW,
     MISSING,
     UNKNOWN_LABEL,
@@ -32,6 +33,8 @@ def clip_sample_id(video_id: str, clip_id: str) -> str:
     return safe_id(f"{video_id}_{clip_id}")
 
 
+@ADAPTERS.register("mosi")
+@ADAPTERS.register("mosei")
 def collect(root: Path) -> Collected:
     out = Collected()
     raw = require_dir(root / "Raw", "MMSA raw videos, Raw/<video_id>/<clip_id>.mp4")

@@ -1,4 +1,5 @@
-"""What every adapter shares: the issues it reports, safe sample ids, seeded splits, list files.
+"""What every adapter shares: the registry of adapters, the issues they report, safe sample ids, seeded splits,
+list files.
 
 An adapter maps what it can and reports each item it could not (or could only partly) map as an
 Issue, instead of stopping at the first problem: real data sets always have a few broken files.
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from pipeline.manifest import SAFE_ID, Sample
+from storage.registry import Registry
 
 MISSING = "missing file"
 UNKNOWN_LABEL = "unknown label"
@@ -54,6 +56,10 @@ class Collected:
 
     def lacks(self, kind: str, item, detail: str = "") -> None:
         self.incomplete.append(Issue(kind, str(item), detail))
+
+
+# Each adapter module registers its `collect(root, **options) -> Collected` under the data set's name.
+ADAPTERS: Registry[Callable[..., Collected]] = Registry("data set")
 
 
 def safe_id(original: str) -> str:

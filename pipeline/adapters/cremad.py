@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.adapters.common import (
+    ADAPTERS,
     BAD_NAME,
     BAD_ROW,
     DUPLICATE,
@@ -50,6 +51,7 @@ LEVELS = ("LO", "MD", "HI", "XX")
 NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 
 
+@ADAPTERS.register("cremad")
 def collect(root: Path, *, lists: Path | None = None, speaker_independent: bool = False, valid_share: float = 0.1,
             test_share: float = 0.1, seed: int = 0, text: bool = True) -> Collected:
     check_share("valid_share", valid_share)

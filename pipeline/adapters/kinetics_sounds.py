@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from pipeline.adapters.common import (
+    ADAPTERS,
     BAD_ROW,
     DUPLICATE,
     MISSING,
@@ -31,6 +32,7 @@ SUFFIXES = (".mp4", ".avi", ".mkv", ".webm")
 LIST_FILES = {"train": "train.txt", "valid": "val.txt", "test": "test.txt"}
 
 
+@ADAPTERS.register("kinetics-sounds")
 def collect(root: Path, *, lists: Path | None = None, valid_share: float = 0.1, test_share: float = 0.1,
             seed: int = 0) -> Collected:
     check_share("valid_share", valid_share)

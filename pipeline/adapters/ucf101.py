@@ -13,6 +13,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from pipeline.adapters.common import (
+    ADAPTERS,
     BAD_ROW,
     DUPLICATE,
     MISSING,
@@ -35,6 +36,7 @@ SPLIT_NUMBERS = (1, 2, 3)
 GROUP = re.compile(r"_(g\d+)_c\d+$")
 
 
+@ADAPTERS.register("ucf101")
 def collect(root: Path, *, lists: Path | None = None, split_number: int = 1, valid_share: float = 0.1,
             seed: int = 0) -> Collected:
     if split_number not in SPLIT_NUMBERS:
