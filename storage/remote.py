@@ -11,6 +11,7 @@ log them.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import io
 import os
 from pathlib import Path, PurePosixPath
@@ -73,6 +74,53 @@ class URL:
 
     def as_posix(self) -> str:
         return str(self)
+
+    # The Path methods the store's readers use, so that they take either kind of location. Writes
+    # are whole objects (one PUT each): there is no rename, so crash-safe writers branch on is_remote.
+    def exists(self) -> bool:
+        return exists(self)
+
+    def is_file(self) -> bool:
+        return filesystem(self).isfile(self.key)
+
+    def is_dir(self) -> bool:
+        return filesystem(self).isdir(self.key)
+
+    def iterdir(self) -> list[URL]:
+        return children(self)
+
+    def glob(self, pattern: str) -> list[URL]:
+        return [child for child in children(self) if fnmatch.fnmatchcase(child.name, pattern)]
+
+    def rglob(self, pattern: str) -> list[URL]:
+        return [found for found in files_under(self) if fnmatch.fnmatchcase(found.name, pattern)]
+
+    def read_bytes(self) -> bytes:
+        return read_bytes(self)
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return read_bytes(self).decode(encoding)
+
+    def write_bytes(self, data: bytes) -> None:
+        put(self, data)
+
+    def write_text(self, text: str, encoding: str = "utf-8") -> None:
+        put(self, text.encode(encoding))
+
+    def stat(self) -> os.stat_result:
+        """Size only (an object has no inode); mtime from the store where it gives one."""
+        info = filesystem(self).info(self.key)
+        modified = info.get("LastModified") or info.get("mtime") or 0
+        stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified)
+        return os.stat_result((0, 0, 0, 1, 0, 0, int(info.get("size") or 0), int(stamp), int(stamp), int(stamp)))
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """Nothing to do: object stores have no folders, only key prefixes."""
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        if not missing_ok and not exists(self):
+            raise FileNotFoundError(str(self))
+        remove(self)
 
 
 Location = Path | URL

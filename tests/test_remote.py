@@ -80,3 +80,21 @@ def test_local_paths_take_the_same_calls(tmp_path):
     assert remote.read_bytes(tmp_path / "a" / "x.tar") == b"12345"
     remote.remove(tmp_path / "a" / "x.tar")
     assert not remote.exists(Path(tmp_path / "a" / "x.tar"))
+
+
+def test_urls_answer_the_path_methods_readers_use(s3):
+    root = URL(s3.new_prefix())
+    root.mkdir(parents=True, exist_ok=True)  # no folders on an object store: nothing to do
+    (root / "packed/abc/pack.json").write_text('{"a": 1}')
+    (root / "packed/abc/train-000000.tar").write_bytes(b"x" * 7)
+    assert (root / "packed").is_dir() and (root / "packed/abc/pack.json").is_file()
+    assert not (root / "packed/abc").is_file() and not (root / "nothing").exists()
+    assert [p.name for p in (root / "packed").iterdir()] == ["abc"]
+    assert [p.name for p in (root / "packed/abc").glob("*.tar")] == ["train-000000.tar"]
+    assert [p.name for p in root.rglob("*.json")] == ["pack.json"]
+    assert (root / "packed/abc/pack.json").read_text() == '{"a": 1}'
+    assert (root / "packed/abc/train-000000.tar").stat().st_size == 7
+    (root / "packed/abc/pack.json").unlink()
+    (root / "packed/abc/pack.json").unlink(missing_ok=True)
+    with pytest.raises(FileNotFoundError):
+        (root / "packed/abc/pack.json").unlink()
