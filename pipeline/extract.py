@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,12 +23,13 @@ from pipeline.config import ExtractConfig
 from pipeline.manifest import Manifest, Sample
 from storage.atomic import write_bytes_atomic
 from storage.catalog import Catalog
+from storage.features import FeatureSet, FeatureWriter, UnstorableError
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
+from storage.layout import Store
 from storage.lock import store_lock
-from storage.shards import check_member_names, json_bytes, npy_bytes, write_shard
 
 if TYPE_CHECKING:
-    from extractors import Encoder, Features
+    from extractors import Encoder
 
 DTYPES = ("float16", "float32")
 
@@ -62,28 +62,38 @@ def plan(manifest: Manifest, store: Path, encoder: Encoder | EncoderSpec, dtype:
          latest: list[dict] | None = None, files: FileHashCache | None = None) -> tuple[list[Todo], int]:
     """Samples of this modality that still need extracting, and how many are already done."""
     fingerprint = store_fingerprint(encoder, dtype)
-    files = files or FileHashCache(store / "cache" / "file_hashes.json")
+    files = files or FileHashCache(Store(store).file_hashes)
     rows = latest if latest is not None else Catalog(store).latest()
-    done = {r["sample_id"]: r for r in rows if r["modality"] == encoder.modality and r["fingerprint"] == fingerprint}
+    done = _done_contents(store, [r for r in rows if r["modality"] == encoder.modality
+                                  and r["fingerprint"] == fingerprint], retry_failed)
     todo, skipped = [], 0
     for sample in manifest.samples:
         if not sample.has(encoder.modality):
             continue
         digest = content_hash(encoder.modality, sample, files)
-        if _is_done(done.get(sample.sample_id), digest, store, retry_failed):
+        if digest in done:
             skipped += 1
         else:
             todo.append(Todo(sample, digest))
     return todo, skipped
 
 
-def _is_done(row: dict | None, digest: str, store: Path, retry_failed: bool) -> bool:
-    if row is None or row["content_hash"] != digest:
-        return False
-    if row["status"] == "failed":
-        return not retry_failed
-    shard = store / row["shard"]
-    return shard.is_file() and shard.stat().st_size == row["shard_bytes"]
+def _done_contents(store: Path, rows: list[dict], retry_failed: bool) -> set[str]:
+    """Content hashes that need no extraction with this fingerprint, whichever sample id they were
+    extracted under: `ok` with the shard still there (same size), or `failed` unless failures are retried."""
+    layout, present = Store(store), {}
+    done = set()
+    for row in rows:
+        if row["status"] == "failed":
+            if not retry_failed:
+                done.add(row["content_hash"])
+            continue
+        if row["shard"] not in present:
+            shard = layout.shard_path(row["shard"])
+            present[row["shard"]] = shard.stat().st_size if shard.is_file() else None
+        if present[row["shard"]] == row["shard_bytes"]:
+            done.add(row["content_hash"])
+    return done
 
 
 def extract_modality(todo: list[Todo], encoder: Encoder, store: Path, *, dtype: str = "float16",
@@ -100,70 +110,26 @@ def extract_modality(todo: list[Todo], encoder: Encoder, store: Path, *, dtype: 
         return summary
     started = time.perf_counter()
     hashes = {t.sample.sample_id: t.content_hash for t in todo}
-    catalog = Catalog(store)
-    pending: list[tuple[Sample, list[int], dict]] = []  # (sample, shape, shard members)
-    failed_rows: list[dict] = []
+    writer = FeatureWriter(store, FeatureSet(encoder.modality, encoder.name, fingerprint, dtype), shard_size)
     results = extract_features([t.sample for t in todo], encoder, batch_size=batch_size,
                                num_workers=num_workers, device=device)
     bar = tqdm(results, total=len(todo), desc=f"extract {encoder.modality}:{encoder.name}", disable=not progress, unit="clip")
     # closing: on any error (a full disk, say) the decoding workers stop now, not when the traceback is freed
     with contextlib.closing(results):
         for sample, result in bar:
-            try:
+            digest = hashes[sample.sample_id]
+            try:  # checked before the sample is buffered, so that a bad one fails itself and not its shard
                 if isinstance(result, DecodeError):
                     raise result
-                shape = list(result.array.shape)
-                pending.append((sample, shape, _members(sample, result, hashes[sample.sample_id], encoder,
-                                                        fingerprint, dtype)))
+                _check_finite(result.array, dtype, _source(sample, encoder.modality))
+                writer.add(sample.sample_id, digest, result.array, result.timestamps)
             except (DecodeError, UnstorableError) as problem:  # this sample fails, not its chunk
-                failed_rows.append(_failed_row(sample, hashes[sample.sample_id], encoder, fingerprint, str(problem)))
-                summary.failed += 1
+                writer.fail(sample.sample_id, digest, str(problem))
                 summary.errors.append(f"{sample.sample_id}: {problem}")
-            if len(pending) >= shard_size:
-                _commit(pending, failed_rows, hashes, encoder, fingerprint, dtype, store, catalog, summary)
-                pending, failed_rows = [], []
-        _commit(pending, failed_rows, hashes, encoder, fingerprint, dtype, store, catalog, summary)
+        writer.close()
+    summary.ok, summary.failed, summary.shards_written = writer.ok, writer.failed, writer.shards_written
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _commit(pending, failed_rows, hashes, encoder, fingerprint, dtype, store, catalog, summary) -> None:
-    rows = list(failed_rows)
-    if pending:
-        rel = Path("features") / encoder.modality / fingerprint / f"shard-{time.time_ns()}-{uuid.uuid4().hex[:6]}.tar"
-        digest = write_shard(store / rel, [(s.sample_id, members) for s, _, members in pending])
-        size = (store / rel).stat().st_size
-        for sample, shape, _ in pending:
-            rows.append({
-                "sample_id": sample.sample_id, "modality": encoder.modality, "encoder": encoder.name,
-                "fingerprint": fingerprint, "content_hash": hashes[sample.sample_id], "status": "ok",
-                "shard": rel.as_posix(), "shape": shape, "dtype": dtype,
-                "shard_sha256": digest, "shard_bytes": size,
-            })
-        summary.ok += len(pending)
-        summary.shards_written += 1
-    catalog.append(rows)
-
-
-class UnstorableError(ValueError):
-    """A sample's features cannot be stored as they are; it becomes a failed row with this reason."""
-
-
-def _members(sample: Sample, features: Features, digest: str, encoder: Encoder, fingerprint: str, dtype: str) -> dict:
-    """The sample's shard members, checked here so that a bad one fails its sample and not the shard."""
-    _check_finite(features.array, dtype, _source(sample, encoder.modality))
-    array = features.array.astype(dtype)
-    meta = {
-        "sample_id": sample.sample_id, "shape": list(array.shape), "dtype": dtype,
-        "timestamps": None if features.timestamps is None else np.asarray(features.timestamps).round(4).tolist(),
-        "content_hash": digest, "encoder": encoder.name, "fingerprint": fingerprint,
-    }
-    members = {"npy": npy_bytes(array), "json": json_bytes(meta)}
-    try:
-        check_member_names(sample.sample_id, members)
-    except ValueError as err:
-        raise UnstorableError(f"sample {sample.sample_id}: {err}") from None
-    return members
 
 
 FLOAT16_OVERFLOW = 65520.0  # the smallest magnitude float16 rounds to infinity
@@ -190,10 +156,6 @@ def _source(sample: Sample, modality: str) -> str:
     return str(sample.video if modality == "video" or sample.audio is None else sample.audio)
 
 
-def _failed_row(sample: Sample, digest: str, encoder: Encoder, fingerprint: str, reason: str) -> dict:
-    return {"sample_id": sample.sample_id, "modality": encoder.modality, "encoder": encoder.name,
-            "fingerprint": fingerprint, "content_hash": digest, "status": "failed", "error": reason}
-
 
 def summary_dict(summary: ModalitySummary) -> dict:
     return asdict(summary)
@@ -209,7 +171,7 @@ def choose_spec(modality: str, name: str | None = None, options: dict | None = N
 def record_encoder(store: Path, spec: EncoderSpec, fingerprint: str, dtype: str) -> None:
     """Keep how the features were made beside them, so `verify --repair` can make them again. Rewritten
     whenever it does not read back as this record (a torn or edited file is mended, not trusted)."""
-    path = store / "features" / spec.modality / fingerprint / "encoder.json"
+    path = Store(store).encoder_record(spec.modality, fingerprint)
     info = {"modality": spec.modality, "name": spec.name, "options": spec.options, "dtype": dtype,
             "settings": spec.describe()}
     text = json.dumps(info, indent=2, sort_keys=True, default=str)

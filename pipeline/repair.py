@@ -16,6 +16,7 @@ from extractors import DEFAULTS, Encoder
 from pipeline.extract import DTYPES, ModalitySummary, choose_spec, extract_modality, plan, store_fingerprint
 from pipeline.manifest import Manifest
 from storage.catalog import Catalog
+from storage.layout import Store
 from storage.lock import store_lock
 from storage.maintenance import VerifyReport
 
@@ -44,15 +45,15 @@ class RepairJob:
 
 def plan_repair(store: Path, report: VerifyReport, *, trust_remote_code: bool = False) -> list[RepairJob]:
     """One job per encoder whose shards are bad, read from its encoder.json; RepairError before any change."""
-    folders = sorted({Path(shard).parent for shard in report.bad})  # features/<modality>/<fingerprint>
-    return [_job(store, store / folder / "encoder.json", trust_remote_code) for folder in folders]
+    records = sorted({Store(store).encoder_record_of_shard(shard) for shard in report.bad})
+    return [_job(store, record, trust_remote_code) for record in records]
 
 
 def repair_store(store: Path, manifest: Manifest, report: VerifyReport, jobs: list[RepairJob]) -> list[ModalitySummary]:
     with store_lock(store):
         encoders = [_encoder_for(job) for job in jobs]  # loaded and checked before anything is deleted
         for shard in report.bad:
-            (store / shard).unlink(missing_ok=True)  # damaged bytes must not be read again
+            Store(store).shard_path(shard).unlink(missing_ok=True)  # damaged bytes must not be read again
         return [extract_modality(plan(manifest, store, encoder, job.dtype)[0], encoder, store, dtype=job.dtype)
                 for job, encoder in zip(jobs, encoders)]
 

@@ -11,11 +11,13 @@ on the original file (its `audio` column then names the original clip), new audi
 So extraction into the same store skips the other modalities, and the pack gathers the new features with
 the cached ones.
 
-The catalog keeps the newest row per (sample, modality, encoder), so extracting a variant under the
-samples' own ids would make the corrupted features the store's current ones. Extraction, packing and
-putting the original rows back on top happen under one store lock: afterwards the catalog says what it
-said before, and the variant lives on in its pack (and `variant.json`, which makes a re-run reuse it).
-The corruption is seeded by (kind, severity, sample), so a variant is the same every time it is built.
+The catalog keeps the newest row per (sample, modality, encoder), so a variant is extracted under its
+own sample ids, `<id>~<kind>-<severity>` (`~` is outside the manifest's id grammar: no data set's id can
+be one), and the data set's own rows stay the newest for its ids. Skips and packs go by (content hash,
+encoder fingerprint), so the pack finds the variant's new features and the cached unchanged ones and
+writes them under the samples' own ids. The variant lives on in its pack (and `variant.json`, which makes
+a re-run reuse it). The corruption is seeded by (kind, severity, sample), so a variant is the same every
+time it is built.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import json
 import os
 import wave
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -36,10 +39,10 @@ from pipeline.extract import (ExtractionReport, choose_spec, extract_one_modalit
                               store_fingerprint)
 from pipeline.manifest import Manifest, Sample, read_manifest, write_manifest
 from storage.atomic import write_json_atomic
-from storage.catalog import KEY, Catalog
+from storage.layout import Store, pack_file
 from storage.lock import store_lock
 from storage.pack import pack
-from storage.packinfo import PACK_FILE, PackInfo
+from storage.packinfo import PackInfo
 
 CORRUPTIONS = {  # kind: (modality, level per severity 1..5)
     "video-noise": ("video", (8.0, 16.0, 32.0, 64.0, 128.0)),
@@ -49,6 +52,12 @@ CORRUPTIONS = {  # kind: (modality, level per severity 1..5)
 }
 AUDIO_RATE = 16_000
 VARIANT_VERSION = 1
+VARIANT_MARK = "~"  # not allowed in manifest ids (letters, digits, '-', '_'): a variant id never names a sample
+
+
+def variant_id(sample_id: str, variant: str) -> str:
+    """The id a sample's variant is extracted under, e.g. `clip7~video-blur-4`."""
+    return f"{sample_id}{VARIANT_MARK}{variant}"
 
 
 def rng_for(kind: str, severity: int, sample_id: str) -> np.random.Generator:
@@ -151,7 +160,7 @@ def extraction_config_for(store: Path, selection: dict[str, str], **settings) ->
     against the encoders' specs: no model is loaded)."""
     choices, dtypes = {}, set()
     for m, fingerprint in selection.items():
-        record = store / "features" / m / fingerprint / "encoder.json"
+        record = Store(store).encoder_record(m, fingerprint)
         if not record.is_file():
             raise FileNotFoundError(f"{record} is missing: the store does not say how the {m} features were made")
         try:
@@ -171,29 +180,16 @@ def extraction_config_for(store: Path, selection: dict[str, str], **settings) ->
     return ExtractConfig(modalities=choices, dtype=dtypes.pop(), **settings)
 
 
-def _restore(catalog: Catalog, before: dict[tuple, dict], keys: set[tuple]) -> int:
-    """Append again the rows the variant superseded; returns how many."""
-    now = {tuple(r[k] for k in KEY): r for r in catalog.latest() if tuple(r[k] for k in KEY) in keys}
-    back = [{k: v for k, v in row.items() if k != "created_at"} for key, row in before.items()
-            if now.get(key, {}).get("created_at") != row["created_at"]]
-    catalog.append(back)
-    return len(back)
-
-
-def extract_and_pack(manifest: Manifest, store: Path, config: ExtractConfig, task: str, *, wait: float = 0.0,
-                     progress: bool = True) -> tuple[ExtractionReport, Path]:
-    """Extract the variant's manifest into the store (skipping what the content hashes say is done), pack it,
-    and put the store's previous catalog rows for these samples back on top, all under the store lock."""
+def extract_and_pack(manifest: Manifest, variant: str, store: Path, config: ExtractConfig, task: str, *,
+                     wait: float = 0.0, progress: bool = True) -> tuple[ExtractionReport, Path]:
+    """Extract the variant's manifest into the store under variant ids (skipping what the content hashes say
+    is done) and pack it under the manifest's own ids, both under the store lock."""
     selection = selection_for(store, config)
-    keys = {(s.sample_id, m, selection[m]) for s in manifest.samples for m in selection}
-    catalog = Catalog(store)
+    renamed = [replace(s, sample_id=variant_id(s.sample_id, variant)) for s in manifest.samples]
+    extracted = replace(manifest, samples=renamed)
     with store_lock(store, wait=wait):
-        before = {tuple(r[k] for k in KEY): r for r in catalog.latest() if tuple(r[k] for k in KEY) in keys}
-        try:
-            summaries = [extract_one_modality(manifest, store, m, config, progress) for m in config.modalities]
-            packed = pack(store, manifest, selection, task=task, progress=progress)
-        finally:
-            _restore(catalog, before, keys)
+        summaries = [extract_one_modality(extracted, store, m, config, progress) for m in config.modalities]
+        packed = pack(store, manifest, selection, task=task, progress=progress)
     return ExtractionReport(summaries), packed.path
 
 
@@ -228,11 +224,11 @@ def build_variant(samples: list[Sample], store: Path, config: ExtractConfig, tas
     record_path = folder / "variant.json"
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if (Path(record["pack"]) / PACK_FILE).is_file() and record.get("version") == VARIANT_VERSION:
+        if pack_file(record["pack"]).is_file() and record.get("version") == VARIANT_VERSION:
             return {**record, "cached": True}
     folder.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(write_variant(samples, kind, severity, folder, progress), allow_outside_root=True)
-    report, pack_path = extract_and_pack(manifest, store, config, task, progress=progress)
+    report, pack_path = extract_and_pack(manifest, f"{kind}-{severity}", store, config, task, progress=progress)
     modality, levels = CORRUPTIONS[kind]
     record = {"version": VARIANT_VERSION, "kind": kind, "modality": modality, "severity": severity,
               "level": levels[severity - 1], "pack": str(pack_path), "samples": len(samples),

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
-TMP_MARK = ".tmp-"  # in every temporary name, so that gc can recognise a crash's leftovers
+from storage.layout import temporary
 
 
 def fsync_dir(path: Path) -> None:
@@ -23,7 +22,7 @@ def fsync_dir(path: Path) -> None:
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = temporary(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data)

@@ -7,8 +7,7 @@ half-written catalog. Readers take the newest row per key: re-extraction superse
 from __future__ import annotations
 
 import os
-import time
-import uuid
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,7 +15,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from storage.shards import TMP_MARK, fsync_dir, full_disk_stops
+from storage.atomic import fsync_dir
+from storage.layout import DAMAGED_MARK, Store, is_temporary, temporary
+from storage.shards import full_disk_stops
 
 SCHEMA = pa.schema(
     [
@@ -36,7 +37,35 @@ SCHEMA = pa.schema(
     ]
 )
 KEY = ("sample_id", "modality", "fingerprint")
-DAMAGED_MARK = ".damaged"  # suffix of a part set aside: no longer *.parquet, so no longer read
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    """One catalog row: a sample's features for one modality and encoder fingerprint, `ok` in a shard
+    (named relative to the store) or `failed` with a reason a person understands."""
+
+    sample_id: str
+    modality: str
+    encoder: str
+    fingerprint: str
+    content_hash: str
+    status: str  # "ok" | "failed"
+    error: str = ""
+    shard: str = ""
+    shape: tuple[int, ...] = ()
+    dtype: str = ""
+    shard_sha256: str = ""
+    shard_bytes: int = 0
+    created_at: datetime | None = None  # set when appended; kept when a row is written again (compaction)
+
+    @classmethod
+    def from_dict(cls, row: dict) -> CatalogRow:
+        return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})
+
+    def to_dict(self, stamp: datetime) -> dict:
+        row = asdict(self)
+        row["shape"], row["created_at"] = list(self.shape), self.created_at or stamp
+        return row
 
 
 class CatalogError(RuntimeError):
@@ -49,24 +78,23 @@ def now() -> datetime:
 
 class Catalog:
     def __init__(self, store: Path):
-        self.dir = Path(store) / "catalog"
+        self.layout = Store(store)
+        self.dir = self.layout.catalog_dir
 
     def parts(self) -> list[Path]:
         if not self.dir.is_dir():
             return []
-        return sorted(p for p in self.dir.glob("*.parquet") if TMP_MARK not in p.name)
+        return sorted(p for p in self.dir.glob("*.parquet") if not is_temporary(p))
 
-    def append(self, rows: list[dict]) -> Path | None:
-        """Write rows as a new part; missing columns become empty values."""
+    def append(self, rows: list[CatalogRow]) -> Path | None:
+        """Write rows as a new part, stamped now (a row that has its time keeps it)."""
         if not rows:
             return None
         self.dir.mkdir(parents=True, exist_ok=True)
         stamp = now()
-        full = [{**_defaults(stamp), **row} for row in rows]
-        table = pa.Table.from_pylist(full, schema=SCHEMA)
-        # Name sorts by time, so a listing of parts is also their order of writing.
-        final = self.dir / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = final.with_name(final.name + f"{TMP_MARK}{os.getpid()}")
+        table = pa.Table.from_pylist([row.to_dict(stamp) for row in rows], schema=SCHEMA)
+        final = self.layout.new_catalog_part()
+        tmp = temporary(final)
         try:
             with full_disk_stops(final):
                 pq.write_table(table, tmp)
@@ -91,7 +119,7 @@ class Catalog:
                 raise CatalogError(f"{self.dir}: the catalog cannot be read ({err})") from err
             part, reason = damaged[0]
             raise CatalogError(
-                f"{part}: damaged catalog part ({reason}); `precal gc --store {self.dir.parent} --set-aside-damaged` "
+                f"{part}: damaged catalog part ({reason}); `precal gc --store {self.layout.root} --set-aside-damaged` "
                 "moves it aside, and the samples it recorded are extracted again on the next run") from err
 
     def damaged_parts(self) -> list[tuple[Path, str]]:
@@ -131,12 +159,8 @@ class Catalog:
             return 0
         rows = self.latest()
         dropped = self.read().num_rows - len(rows)
-        written = self.append(rows)
+        written = self.append([CatalogRow.from_dict(row) for row in rows])
         for part in parts:
             if part != written:
                 part.unlink()
         return dropped
-
-
-def _defaults(stamp: datetime) -> dict:
-    return {"error": "", "shard": "", "shape": [], "dtype": "", "shard_sha256": "", "shard_bytes": 0, "created_at": stamp}

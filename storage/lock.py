@@ -17,6 +17,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from storage.layout import Store
+
 log = logging.getLogger(__name__)
 
 _held: dict[Path, tuple[int, int]] = {}  # store -> (holding thread, lock descriptor) in this process
@@ -44,7 +46,7 @@ def store_lock(store: Path, *, wait: float = 0.0):
     other threads and processes are kept out."""
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    path = store / ".lock"
+    path = Store(store).lock
     key = store.resolve()
     if key in _held and _held[key][0] == threading.get_ident():
         yield path

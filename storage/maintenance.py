@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage.catalog import Catalog
-from storage.packinfo import PACK_FILE
-from storage.shards import TMP_MARK, sha256_file
+from storage.layout import Store, is_temporary, pack_file
+from storage.shards import sha256_file
 
 
 def status(store: Path) -> dict:
@@ -17,19 +17,19 @@ def status(store: Path) -> dict:
 
     An `ok` row whose shard is gone counts as `missing`, not ok: its features cannot be read
     (`precal verify --repair` extracts them again)."""
-    latest = Catalog(store).latest()
+    latest, layout = Catalog(store).latest(), Store(store)
     present: dict[str, bool] = {}  # shard -> exists, one stat per shard
     groups: dict[tuple, Counter] = {}
     for row in latest:
         state = row["status"]
-        if state == "ok" and not present.setdefault(row["shard"], (store / row["shard"]).is_file()):
+        if state == "ok" and not present.setdefault(row["shard"], layout.shard_path(row["shard"]).is_file()):
             state = "missing"
         groups.setdefault((row["modality"], row["encoder"], row["fingerprint"]), Counter())[state] += 1
     features = [{"modality": m, "encoder": e, "fingerprint": f, "ok": c["ok"], "failed": c["failed"],
                  "missing": c["missing"]} for (m, e, f), c in sorted(groups.items())]
     failed = [{k: row[k] for k in ("sample_id", "modality", "encoder", "fingerprint", "error")}
               for row in latest if row["status"] == "failed"]
-    packs = sorted(p.name for p in (store / "packed").glob("*") if (p / PACK_FILE).is_file()) if (store / "packed").is_dir() else []
+    packs = [p.name for p in layout.pack_dirs() if pack_file(p).is_file()]
     return {"store": str(store), "features": features, "failed": sorted(failed, key=lambda r: (r["modality"], r["sample_id"])),
             "packs": packs}
 
@@ -50,7 +50,7 @@ def verify(store: Path, progress=None) -> VerifyReport:
             by_shard.setdefault(row["shard"], []).append(row)
     for shard, rows in (progress(by_shard.items()) if progress else by_shard.items()):
         report.checked += 1
-        path = store / shard
+        path = Store(store).shard_path(shard)
         if not path.is_file():
             report.bad[shard] = "missing"
         elif sha256_file(path) != rows[0]["shard_sha256"]:
@@ -69,16 +69,9 @@ def gc(store: Path, dry_run: bool = False, set_aside_damaged: bool = False) -> l
     if set_aside_damaged and not dry_run:
         catalog.set_aside_damaged()
     referenced = {row["shard"] for row in catalog.latest() if row["status"] == "ok"}
-    doomed = []
-    features = store / "features"
-    if features.is_dir():
-        for path in features.rglob("*.tar*"):
-            rel = path.relative_to(store).as_posix()
-            if TMP_MARK in path.name or rel not in referenced:
-                doomed.append(path)
-    for folder in (store / "packed", store / "catalog"):
-        if folder.is_dir():
-            doomed += [p for p in folder.iterdir() if TMP_MARK in p.name]
+    layout = Store(store)
+    doomed = [path for path in layout.feature_shards() if is_temporary(path) or layout.relative(path) not in referenced]
+    doomed += layout.temporaries()
     if not dry_run:
         for path in doomed:
             _remove(path)

@@ -11,21 +11,20 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from storage.atomic import fsync_dir, write_json_atomic
 from storage.catalog import Catalog
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
+from storage.layout import SPLITS, Store, pack_file, pack_shard_name, temporary
 from storage.lock import store_lock
-from storage.atomic import write_json_atomic
-from storage.packinfo import PACK_FILE, verify_pack
-from storage.shards import TMP_MARK, CorruptShard, fsync_dir, json_bytes, tar_entries, write_shard
+from storage.packinfo import verify_pack
+from storage.shards import MemberReader, json_bytes, write_shard
 
 PACK_VERSION = 1
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass
@@ -54,20 +53,21 @@ def _pack(store: Path, manifest, selection: dict[str, str], task: str | None, sh
     entries, dropped = _choose(store, manifest, selection)
     task = task or manifest.task()
     classes = _classes([e["label"] for e in entries]) if task == "classification" else None
-    pack_id = json_fingerprint({"version": PACK_VERSION, "task": task, "selection": selection, "samples": entries})
-    final = store / "packed" / pack_id
+    pack_id = json_fingerprint({"version": PACK_VERSION, "task": task, "selection": selection,
+                                "samples": _without_members(entries)})
+    final = Store(store).pack_dir(pack_id)
     counts = {s: sum(e["split"] == s for e in entries) for s in SPLITS}
     found = final.exists()
     damage = verify_pack(final) if found else None
     if found and damage is None:
         return PackResult(final, pack_id, False, counts, dropped)
-    tmp = final.with_name(f"{pack_id}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    tmp = temporary(final)
     try:
         splits = _write_splits(tmp, store, entries, sorted(selection), classes, shard_size, pack_id, progress)
         dims = {m: _dim(entries, m) for m in sorted(selection)}
         meta = {"pack_id": pack_id, "task": task, "classes": classes, "splits": splits,
                 "modalities": {m: {"fingerprint": selection[m], "dim": dims[m]} for m in sorted(selection)}}
-        write_json_atomic(tmp / PACK_FILE, meta, indent=2)
+        write_json_atomic(pack_file(tmp), meta, indent=2)
         _move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -78,7 +78,7 @@ def _pack(store: Path, manifest, selection: dict[str, str], task: str | None, sh
 def _move_into_place(tmp: Path, final: Path) -> None:
     """Rename the finished pack to its final name; a damaged pack there is first renamed aside (a crash
     between the two renames leaves no pack, which the next run writes) and then deleted."""
-    aside = final.with_name(f"{final.name}{TMP_MARK}damaged-{uuid.uuid4().hex[:8]}")
+    aside = temporary(final, "damaged-")
     if final.exists():
         os.replace(final, aside)
     os.replace(tmp, final)
@@ -87,23 +87,37 @@ def _move_into_place(tmp: Path, final: Path) -> None:
 
 
 def _choose(store: Path, manifest, selection: dict[str, str]) -> tuple[list[dict], list[str]]:
-    """Per sample, the ok catalog rows whose content still matches the manifest's files."""
-    rows = {(r["sample_id"], r["modality"]): r for r in Catalog(store).latest()
-            if r["status"] == "ok" and selection.get(r["modality"]) == r["fingerprint"]}
-    files = FileHashCache(store / "cache" / "file_hashes.json")
+    """Per sample and modality, an ok catalog row with the manifest's content (its hash) and the selected
+    fingerprint: the sample's own row when it has one, else the newest with that content (extracted under
+    another id: a renamed sample, or a corrupted variant, whose features are the same)."""
+    usable = sorted((r for r in Catalog(store).latest()
+                     if r["status"] == "ok" and selection.get(r["modality"]) == r["fingerprint"]),
+                    key=lambda r: r["created_at"])
+    by_content = {(r["modality"], r["content_hash"]): r for r in usable}  # the newest wins
+    own = {(r["sample_id"], r["modality"], r["content_hash"]): r for r in usable}
+    files = FileHashCache(Store(store).file_hashes)
     entries, dropped = [], []
     for sample in manifest.samples:
         found = {}
         for modality in sorted(selection):
-            row = rows.get((sample.sample_id, modality))
-            if row and sample.has(modality) and row["content_hash"] == content_hash(modality, sample, files):
-                found[modality] = {"shard": row["shard"], "content_hash": row["content_hash"], "shape": row["shape"]}
+            digest = content_hash(modality, sample, files) if sample.has(modality) else None
+            row = own.get((sample.sample_id, modality, digest)) or by_content.get((modality, digest))
+            if row:
+                found[modality] = {"shard": row["shard"], "content_hash": digest, "shape": row["shape"],
+                                   "member": row["sample_id"]}
         if not found:
             dropped.append(sample.sample_id)  # nothing usable was extracted for it
             continue
         entries.append({"sample_id": sample.sample_id, "split": sample.split, "label": sample.label, "features": found})
     files.save()
     return entries, dropped
+
+
+def _without_members(entries: list[dict]) -> list[dict]:
+    """The entries as the pack id covers them: which member of a shard holds a content is not part of
+    what is packed (the same content and fingerprint give the same features under any id)."""
+    return [{**e, "features": {m: {k: v for k, v in f.items() if k != "member"} for m, f in e["features"].items()}}
+            for e in entries]
 
 
 def _classes(labels: list) -> list[str]:
@@ -132,7 +146,7 @@ def _write_splits(tmp: Path, store: Path, entries, modalities, classes, shard_si
             random.Random(pack_id).shuffle(chosen)
         digests = {}
         for n, start in enumerate(range(0, len(chosen), shard_size)):
-            name = f"{split}-{n:06d}.tar"
+            name = pack_shard_name(split, n)
             block = chosen[start:start + shard_size]
             digests[name] = write_shard(tmp / name, (_sample_members(e, modalities, classes, reader) for e in block))
             bar.update(len(block))
@@ -142,50 +156,11 @@ def _write_splits(tmp: Path, store: Path, entries, modalities, classes, shard_si
     return splits
 
 
-def _sample_members(entry: dict, modalities, classes, reader: "MemberReader") -> tuple[str, dict[str, bytes]]:
+def _sample_members(entry: dict, modalities, classes, reader: MemberReader) -> tuple[str, dict[str, bytes]]:
     sid = entry["sample_id"]
-    members = {f"{m}.npy": reader.read(f["shard"], f"{sid}.npy") for m, f in entry["features"].items()}
+    members = {f"{m}.npy": reader.read(f["shard"], f"{f['member']}.npy") for m, f in entry["features"].items()}
     target = classes.index(str(entry["label"])) if classes is not None else float(entry["label"])
     meta = {"sample_id": sid, "split": entry["split"], "label": entry["label"], "target": target,
             "present": {m: m in entry["features"] for m in modalities}}
     members["json"] = json_bytes(meta)
     return sid, members
-
-
-class MemberReader:
-    """Random access to members of feature shards by offset, without loading whole shards."""
-
-    def __init__(self, store: Path):
-        self.store = store
-        self.index: dict[str, dict[str, tuple[int, int]]] = {}
-        self.files: dict[str, object] = {}
-
-    max_open = 64  # stay far below the process's file-descriptor limit
-
-    def read(self, shard: str, member: str) -> bytes:
-        if shard not in self.files and len(self.files) >= self.max_open:
-            self.close()
-        if shard not in self.index:
-            self.index[shard] = self._members(shard)
-        if shard not in self.files:
-            self.files[shard] = open(self.store / shard, "rb")
-        if member not in self.index[shard]:
-            raise ValueError(f"{self.store / shard}: no member {member!r}, which the catalog places there "
-                             "(`precal verify --repair` re-extracts the shard)")
-        offset, size = self.index[shard][member]
-        f = self.files[shard]
-        f.seek(offset)
-        return f.read(size)
-
-    def _members(self, shard: str) -> dict[str, tuple[int, int]]:
-        try:
-            entries = tar_entries(str(self.store / shard), with_data=False)
-            return {name: (offset, size) for name, offset, size, _ in entries}
-        except CorruptShard as err:
-            raise ValueError(f"{self.store / shard}: unreadable feature shard ({err}); "
-                             "`precal verify --repair` re-extracts it") from None
-
-    def close(self) -> None:
-        for f in self.files.values():
-            f.close()
-        self.files.clear()

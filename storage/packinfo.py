@@ -8,9 +8,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.shards import TMP_MARK, sha256_file
-
-PACK_FILE = "pack.json"
+from storage.layout import Store, pack_file
+from storage.shards import sha256_file
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class PackInfo:
 
 
 def _pack_json(path: Path) -> dict:
-    meta_path = path / PACK_FILE
+    meta_path = pack_file(path)
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path} is not a pack: {meta_path.name} is missing (run `precal pack` first)")
     return json.loads(meta_path.read_text(encoding="utf-8"))
@@ -45,7 +44,7 @@ def read_pack(path: Path | str) -> PackInfo:
     path = Path(path)
     meta = _pack_json(path)
     if meta["task"] not in ("classification", "regression"):
-        raise ValueError(f"{path / PACK_FILE}: unknown task {meta['task']!r}")
+        raise ValueError(f"{pack_file(path)}: unknown task {meta['task']!r}")
     held = {m: v for m, v in meta["modalities"].items() if v.get("dim")}
     return PackInfo(path, meta["pack_id"], meta["task"], meta.get("classes"),
                     {m: int(v["dim"]) for m, v in held.items()}, {m: v["fingerprint"] for m, v in held.items()},
@@ -73,6 +72,4 @@ def verify_pack(path: Path) -> str | None:
 
 def verify_packs(store: Path) -> dict[str, str | None]:
     """{pack id: why it is damaged, or None} for every pack of the store."""
-    packed = Path(store) / "packed"
-    folders = sorted(p for p in packed.iterdir() if p.is_dir() and TMP_MARK not in p.name) if packed.is_dir() else []
-    return {p.name: verify_pack(p) for p in folders}
+    return {p.name: verify_pack(p) for p in Store(store).pack_dirs()}

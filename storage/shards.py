@@ -28,7 +28,6 @@ import os
 import re
 import stat
 import tarfile
-import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -36,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.atomic import TMP_MARK, fsync_dir
+from storage.atomic import fsync_dir
+from storage.layout import Store, temporary
 
 NAME_LIMIT = 100  # bytes of a ustar member name (no '/' in ours, so no prefix field to spill into)
 NPY_MAGIC = b"\x93NUMPY"
@@ -134,7 +134,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> str:
     """Write samples (key, {ext: bytes}) to `path` atomically; return the shard's sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = temporary(path)
     try:
         with full_disk_stops(path), open(tmp, "wb") as raw:
             with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -315,5 +315,37 @@ def read_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
         yield key, sample
 
 
-def is_temporary(path: Path) -> bool:
-    return TMP_MARK in path.name
+class MemberReader:
+    """Random access to members of a store's feature shards (named relative to the store, as catalog rows
+    name them): each shard's index comes from `tar_entries`' headers, then members are read by offset."""
+
+    max_open = 64  # stay far below the process's file-descriptor limit
+
+    def __init__(self, store: Path):
+        self.layout = Store(store)
+        self.index: dict[str, dict[str, tuple[int, int]]] = {}
+        self.files: dict[str, object] = {}
+
+    def read(self, shard: str, member: str) -> bytes:
+        path = self.layout.shard_path(shard)
+        if shard not in self.files and len(self.files) >= self.max_open:
+            self.close()
+        if shard not in self.index:
+            try:
+                self.index[shard] = {name: (at, size) for name, at, size, _ in tar_entries(str(path), with_data=False)}
+            except CorruptShard as err:
+                raise ValueError(f"{path}: unreadable feature shard ({err}); `precal verify --repair` re-extracts it") from None
+        if member not in self.index[shard]:
+            raise ValueError(f"{path}: no member {member!r}, which the catalog places there "
+                             "(`precal verify --repair` re-extracts the shard)")
+        if shard not in self.files:
+            self.files[shard] = open(path, "rb")
+        f = self.files[shard]
+        offset, size = self.index[shard][member]
+        f.seek(offset)
+        return f.read(size)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        self.files.clear()

@@ -301,7 +301,7 @@ def clips(tmp_path_factory):
 
 
 def test_raw_variants_reextract_only_the_corrupted_modality(clips):
-    from pipeline.variants import build_variants
+    from pipeline.variants import VARIANT_MARK, build_variants, variant_id
     from storage.catalog import Catalog
     from storage.packinfo import read_pack
 
@@ -315,9 +315,14 @@ def test_raw_variants_reextract_only_the_corrupted_modality(clips):
             for r in records}
     assert done["video-blur"] == {"video": (3, 0), "audio": (0, 3)}  # audio stays on the original clip's track
     assert done["audio-noise"] == {"audio": (3, 0), "video": (0, 3)}
-    # The catalog says what it said before: the variants do not replace the data set's own features.
+    # The data set's own rows say what they said before: the variants do not replace its features; they
+    # have rows of their own, under variant ids, for the corrupted modality only.
+    after = Catalog(store).latest()
     assert sorted((r["sample_id"], r["modality"], r["content_hash"], r["shard"])
-                  for r in Catalog(store).latest()) == before
+                  for r in after if VARIANT_MARK not in r["sample_id"]) == before
+    assert sorted((r["sample_id"], r["modality"]) for r in after if VARIANT_MARK in r["sample_id"]) == sorted(
+        [(variant_id(sid, "video-blur-4"), "video") for sid in clips["ids"]]
+        + [(variant_id(sid, "audio-noise-4"), "audio") for sid in clips["ids"]])
 
     clean, blurred = packed_features(clips["pack"]), packed_features(records[0]["pack"])
     assert sorted(clean) == sorted(blurred) == sorted(clips["ids"])

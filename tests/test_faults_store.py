@@ -26,7 +26,7 @@ from extractors.base import Encoder
 from pipeline.config import EncoderChoice, ExtractConfig
 from pipeline.extract import extract_modality, plan, run_extraction, selection_for
 from pipeline.manifest import Sample, read_manifest
-from storage.catalog import Catalog, CatalogError
+from storage.catalog import Catalog, CatalogError, CatalogRow
 from storage.fingerprint import FileHashCache, content_hash
 from storage.lock import StoreLockedError, store_lock
 from storage.maintenance import gc, status, verify
@@ -277,7 +277,7 @@ def test_repair_never_enables_remote_code_recorded_in_the_store(damaged_store, m
     info.update(name="hf", options={"model": str(store / "evil"), "trust_remote_code": True})
     record.write_text(json.dumps(info))
     built = []
-    monkeypatch.setattr("pipeline.extract.encoder_spec", lambda *a, **kw: built.append(kw) or pytest.fail("built"))
+    monkeypatch.setattr("extractors.encoder_spec", lambda *a, **kw: built.append(kw) or pytest.fail("built"))
     outcome = repair(manifest, store)
     assert outcome.exit_code == 2 and not built
     assert "trust_remote_code" in outcome.output and "--trust-remote-code" in outcome.output
@@ -485,7 +485,7 @@ def test_damaged_catalog_part_is_named_and_gc_sets_it_aside(hostile, tmp_path):
     _, source, _, good = hostile
     store = tmp_path / "store"
     (store / "catalog").mkdir(parents=True)
-    Catalog(store).append([{k: v for k, v in r.items() if k != "created_at"} for r in Catalog(source).latest()])
+    Catalog(store).append([CatalogRow.from_dict(r) for r in Catalog(source).latest()])
     damaged = store / "catalog" / "part-99999999999999999999-00000000.parquet"
     damaged.write_bytes(b"PAR1 not really parquet")
     with pytest.raises(CatalogError, match=f"{damaged}: damaged catalog part.*--set-aside-damaged"):

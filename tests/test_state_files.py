@@ -8,7 +8,8 @@ import pytest
 from pipeline.config import EncoderChoice, ExtractConfig
 from pipeline.extract import run_extraction
 from pipeline.manifest import read_manifest
-from storage.atomic import TMP_MARK, write_bytes_atomic, write_json_atomic
+from storage.atomic import write_bytes_atomic, write_json_atomic
+from storage.layout import TMP_MARK
 from tests.helpers import bundled_subset
 
 

@@ -9,7 +9,7 @@ import pytest
 import webdataset as wds
 
 from pipeline.manifest import write_manifest, read_manifest
-from storage.catalog import Catalog
+from storage.catalog import Catalog, CatalogRow
 from storage.fingerprint import FileHashCache, content_hash
 from storage.lock import StoreLockedError, store_lock
 from storage.maintenance import gc, status, verify
@@ -51,8 +51,9 @@ def test_pickled_arrays_are_refused():
 def test_catalog_newest_row_wins(tmp_path):
     catalog = Catalog(tmp_path)
     base = {"sample_id": "a", "modality": "text", "encoder": "e", "fingerprint": "f", "content_hash": "h"}
-    catalog.append([{**base, "status": "failed", "error": "bad"}])
-    catalog.append([{**base, "status": "ok", "shard": "x.tar", "shape": [3, 4]}, {**base, "sample_id": "b", "status": "ok"}])
+    catalog.append([CatalogRow(**base, status="failed", error="bad")])
+    catalog.append([CatalogRow(**base, status="ok", shard="x.tar", shape=(3, 4)),
+                    CatalogRow(**{**base, "sample_id": "b"}, status="ok")])
     latest = {r["sample_id"]: r for r in catalog.latest()}
     assert latest["a"]["status"] == "ok" and latest["a"]["shape"] == [3, 4] and len(latest) == 2
     assert catalog.compact() == 1
@@ -88,7 +89,7 @@ def add_features(store, manifest, modality, fingerprint, dims, skip=()):
     rel = f"features/{modality}/{fingerprint}/shard-0.tar"
     digest = write_shard(store / rel, members)
     size = (store / rel).stat().st_size
-    Catalog(store).append([{**r, "shard": rel, "shard_sha256": digest, "shard_bytes": size} for r in rows])
+    Catalog(store).append([CatalogRow(**r, shard=rel, shard_sha256=digest, shard_bytes=size) for r in rows])
 
 
 @pytest.fixture
@@ -150,8 +151,7 @@ def test_verify_names_damaged_and_missing_shards_and_gc(toy):
 
 def test_status_counts(toy):
     manifest, store = toy
-    Catalog(store).append([{"sample_id": "s4", "modality": "audio", "encoder": "toy", "fingerprint": "fa",
-                            "content_hash": "x", "status": "failed", "error": "s4.wav: no audio stream"}])
+    Catalog(store).append([CatalogRow("s4", "audio", "toy", "fa", "x", "failed", error="s4.wav: no audio stream")])
     info = status(store)
     assert {(f["modality"], f["ok"], f["failed"]) for f in info["features"]} == {("audio", 8, 1), ("text", 9, 0)}
     assert info["failed"] == [{"sample_id": "s4", "modality": "audio", "encoder": "toy", "fingerprint": "fa",

@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +31,12 @@ from pipeline.adapters.cmu_mosi import clip_sample_id
 from pipeline.adapters.common import DUPLICATE, UNKNOWN_LABEL, Collected, LayoutError, safe_id
 from pipeline.manifest import SPLITS, Sample, read_manifest, write_manifest
 from storage.catalog import Catalog
+from storage.features import FeatureSet, FeatureWriter
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
+from storage.layout import Store
 from storage.lock import store_lock
 from storage.pack import pack
-from storage.shards import json_bytes, npy_bytes, sha256_file, write_shard
+from storage.shards import sha256_file
 
 MODALITY_KEYS = {"text": ("text", "text_bert"), "audio": ("audio",), "video": ("vision",)}
 LENGTH_KEYS = {"audio": "audio_lengths", "video": "vision_lengths"}
@@ -52,17 +51,6 @@ ALLOWED_GLOBALS = {
 
 class PickleRefused(PermissionError):
     """Loading the file needs unpickling, which the caller did not allow."""
-
-
-@dataclass(frozen=True)
-class Destination:
-    """Where one modality's imported features go, and how they are named in the catalog."""
-
-    store: Path
-    modality: str
-    encoder: str
-    fingerprint: str
-    dtype: str
 
 
 def refusal(path: Path) -> str:
@@ -117,14 +105,15 @@ def import_mmsa_features(path: str | Path, out: str | Path, store: str | Path, *
     report = ImportReport("mmsa", out, {s: sum(p[0] == s for p in places) for s in SPLITS}, None,
                           collected.skipped, collected.incomplete, collected.notes)
     with store_lock(store):
-        files = FileHashCache(store / "cache" / "file_hashes.json")
+        files = FileHashCache(Store(store).file_hashes)
         for modality, key in keys.items():
             fingerprint = json_fingerprint({"source": source, "key": key, "dtype": dtype})
             digests = {s.sample_id: content_hash(modality, s, files) for s in manifest.samples}
             finished = done(store, modality, fingerprint, digests)
             todo = [place for place in places if place[2].sample_id not in finished]
-            destination = Destination(store, modality, f"mmsa-{path.stem}", fingerprint, dtype)
-            replaced = write_modality(destination, data, key, todo, digests, shard_size, progress)
+            feature_set = FeatureSet(modality, f"mmsa-{path.stem}", fingerprint, dtype)
+            writer = FeatureWriter(store, feature_set, shard_size)
+            replaced = write_modality(writer, data, key, todo, digests, progress)
             if replaced:
                 report.notes.append(f"{modality}: {replaced} non-finite feature values set to 0")
             report.selection[modality] = fingerprint
@@ -200,7 +189,7 @@ def done(store: Path, modality: str, fingerprint: str, digests: dict[str, str]) 
     """Samples whose features from this file are already in the store (a re-run writes only the rest)."""
     return {r["sample_id"] for r in Catalog(store).latest()
             if r["modality"] == modality and r["fingerprint"] == fingerprint and r["status"] == "ok"
-            and r["content_hash"] == digests.get(r["sample_id"]) and (store / r["shard"]).is_file()}
+            and r["content_hash"] == digests.get(r["sample_id"]) and Store(store).shard_path(r["shard"]).is_file()}
 
 
 def features(part: dict, modality: str, key: str, index: int) -> tuple[np.ndarray, int]:
@@ -220,33 +209,14 @@ def features(part: dict, modality: str, key: str, index: int) -> tuple[np.ndarra
     return array[: min(max(steps, 1), len(array))], int(bad.sum())
 
 
-def write_modality(destination: Destination, data: dict, key: str, todo: list[tuple[str, int, Sample]],
-                   digests: dict[str, str], shard_size: int, progress: bool) -> int:
-    """Shards of `shard_size` clips, each committed (renamed into place) before its catalog rows; returns
-    how many non-finite values were set to 0."""
-    d = destination
-    catalog, replaced = Catalog(d.store), 0
-    bar = tqdm(total=len(todo), desc=f"import {d.modality}", unit="clip", disable=not progress)
-    for start in range(0, len(todo), shard_size):
-        chunk = []
-        for split, i, sample in todo[start:start + shard_size]:
-            array, bad = features(data[split], d.modality, key, i)
-            chunk.append((sample, array.astype(d.dtype)))
-            replaced += bad
-        relative = Path("features") / d.modality / d.fingerprint / f"shard-{time.time_ns()}-{uuid.uuid4().hex[:6]}.tar"
-        members = [(s.sample_id, {"npy": npy_bytes(a), "json": json_bytes(meta(s, a, digests[s.sample_id], d))})
-                   for s, a in chunk]
-        sha = write_shard(d.store / relative, members)
-        size = (d.store / relative).stat().st_size
-        catalog.append([{"sample_id": s.sample_id, "modality": d.modality, "encoder": d.encoder,
-                         "fingerprint": d.fingerprint, "content_hash": digests[s.sample_id], "status": "ok",
-                         "shard": relative.as_posix(), "shape": list(a.shape), "dtype": d.dtype,
-                         "shard_sha256": sha, "shard_bytes": size} for s, a in chunk])
-        bar.update(len(chunk))
-    bar.close()
+def write_modality(writer: FeatureWriter, data: dict, key: str, todo: list[tuple[str, int, Sample]],
+                   digests: dict[str, str], progress: bool) -> int:
+    """Every clip of `todo` through the writer (a shard committed before its catalog rows); returns how
+    many non-finite values were set to 0."""
+    modality, replaced = writer.features.modality, 0
+    for split, i, sample in tqdm(todo, desc=f"import {modality}", unit="clip", disable=not progress):
+        array, bad = features(data[split], modality, key, i)
+        writer.add(sample.sample_id, digests[sample.sample_id], array)
+        replaced += bad
+    writer.close()
     return replaced
-
-
-def meta(sample: Sample, array: np.ndarray, digest: str, destination: Destination) -> dict:
-    return {"sample_id": sample.sample_id, "shape": list(array.shape), "dtype": destination.dtype, "timestamps": None,
-            "content_hash": digest, "encoder": destination.encoder, "fingerprint": destination.fingerprint}

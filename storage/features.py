@@ -1,0 +1,90 @@
+"""Writing features into the store: the one place that commits feature shards and their catalog rows.
+
+Order of commits is what makes a crash harmless: a shard is written under a temporary name and renamed
+into place complete, and only then does a catalog part name it. A crash between the two leaves a shard
+nothing names (gc removes it) and no row claiming its samples are done; re-running extracts them again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from storage.catalog import Catalog, CatalogRow
+from storage.layout import Store
+from storage.shards import check_member_names, json_bytes, npy_bytes, write_shard
+
+
+class UnstorableError(ValueError):
+    """A sample's features cannot be stored as they are; it becomes a failed row with this reason."""
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Whose features these are: one modality, one encoder fingerprint, one storage dtype."""
+
+    modality: str
+    encoder: str
+    fingerprint: str
+    dtype: str
+
+    def row(self, sample_id: str, content_hash: str, **result) -> CatalogRow:
+        """The catalog row of one sample of this set; `result`: status, error, shape, shard fields."""
+        return CatalogRow(sample_id, self.modality, self.encoder, self.fingerprint, content_hash, **result)
+
+
+class FeatureWriter:
+    """Buffers samples of one FeatureSet and commits them `shard_size` at a time: shard, then rows.
+
+    `add` stores a sample's array, `fail` records why a sample has none; `close` commits what is left.
+    Whatever was buffered when an error stops the caller is dropped, never half-committed."""
+
+    def __init__(self, store: Path, features: FeatureSet, shard_size: int):
+        self.layout, self.features, self.shard_size = Store(store), features, shard_size
+        self.catalog = Catalog(store)
+        self._samples: list[tuple[str, dict[str, bytes]]] = []
+        self._rows: list[CatalogRow] = []  # ok rows waiting for their shard, failed rows for the next commit
+        self.ok = self.failed = self.shards_written = 0
+
+    def add(self, sample_id: str, content_hash: str, array: np.ndarray, timestamps=None) -> None:
+        """Buffer one sample's features (stored as the set's dtype); UnstorableError, before anything is
+        buffered, when its member names do not fit a shard."""
+        stored = array.astype(self.features.dtype)
+        meta = {"sample_id": sample_id, "shape": list(stored.shape), "dtype": self.features.dtype,
+                "timestamps": None if timestamps is None else np.asarray(timestamps).round(4).tolist(),
+                "content_hash": content_hash, "encoder": self.features.encoder,
+                "fingerprint": self.features.fingerprint}
+        members = {"npy": npy_bytes(stored), "json": json_bytes(meta)}
+        try:
+            check_member_names(sample_id, members)
+        except ValueError as err:
+            raise UnstorableError(f"sample {sample_id}: {err}") from None
+        self._samples.append((sample_id, members))
+        self._rows.append(self.features.row(sample_id, content_hash, status="ok", shape=tuple(stored.shape),
+                                            dtype=self.features.dtype))
+        if len(self._samples) >= self.shard_size:
+            self.commit()
+
+    def fail(self, sample_id: str, content_hash: str, reason: str) -> None:
+        """Record that this sample has no features, and why (written with the next commit)."""
+        self._rows.append(self.features.row(sample_id, content_hash, status="failed", error=reason))
+        self.failed += 1
+
+    def commit(self) -> None:
+        """Write the buffered samples' shard, then the catalog part naming them (and the failures)."""
+        rows = self._rows
+        if self._samples:
+            shard = self.layout.new_shard(self.features.modality, self.features.fingerprint)
+            path = self.layout.shard_path(shard)
+            digest = write_shard(path, self._samples)
+            placed = {"shard": shard, "shard_sha256": digest, "shard_bytes": path.stat().st_size}
+            rows = [replace(row, **placed) if row.status == "ok" else row for row in rows]
+            self.ok += len(self._samples)
+            self.shards_written += 1
+        self.catalog.append(rows)
+        self._samples, self._rows = [], []
+
+    def close(self) -> None:
+        self.commit()

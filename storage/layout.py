@@ -1,0 +1,119 @@
+"""The store's layout: every path of a store is built here and nowhere else.
+
+    <store>/features/<modality>/<fingerprint>/shard-<time>-<random>.tar   feature shards
+    <store>/features/<modality>/<fingerprint>/encoder.json               how those features were made
+    <store>/catalog/part-*.parquet                                        the catalog
+    <store>/cache/file_hashes.json                                        sha256 of source files
+    <store>/packed/<pack-id>/{pack.json, <split>-NNNNNN.tar}              training shards
+    <store>/.lock                                                         the one-writer lock
+
+Catalog rows name shards by their path relative to the store (`Store.shard_path` resolves one), so a
+store can be moved. Temporary names carry TMP_MARK, so gc recognises what a crash left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+MODALITIES = ("text", "audio", "video")
+SPLITS = ("train", "valid", "test")
+
+TMP_MARK = ".tmp-"         # in every temporary name, so that gc can recognise a crash's leftovers
+DAMAGED_MARK = ".damaged"  # suffix of a catalog part set aside: no longer *.parquet, so no longer read
+ENCODER_FILE = "encoder.json"
+PACK_FILE = "pack.json"
+
+
+def temporary(path: Path, tag: str = "") -> Path:
+    """A unique temporary name beside `path` (same folder, so a rename onto `path` is atomic)."""
+    return path.with_name(f"{path.name}{TMP_MARK}{tag}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def is_temporary(path: Path) -> bool:
+    return TMP_MARK in path.name
+
+
+def pack_file(pack_dir: Path) -> Path:
+    """The pack.json of a pack folder (packs are also opened by their folder alone, outside a store)."""
+    return Path(pack_dir) / PACK_FILE
+
+
+def pack_shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+class Store:
+    """The paths of the store rooted at `root`."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def catalog_dir(self) -> Path:
+        return self.root / "catalog"
+
+    @property
+    def packed_dir(self) -> Path:
+        return self.root / "packed"
+
+    @property
+    def file_hashes(self) -> Path:
+        return self.root / "cache" / "file_hashes.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    def new_catalog_part(self) -> Path:
+        """A fresh catalog part; names sort by time, so a listing of parts is also their order of writing."""
+        return self.catalog_dir / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+
+    def feature_dir(self, modality: str, fingerprint: str) -> Path:
+        return self.features_dir / modality / fingerprint
+
+    def encoder_record(self, modality: str, fingerprint: str) -> Path:
+        return self.feature_dir(modality, fingerprint) / ENCODER_FILE
+
+    def encoder_record_of_shard(self, shard: str) -> Path:
+        """The encoder.json beside a feature shard named relative to the store."""
+        return self.shard_path(shard).parent / ENCODER_FILE
+
+    def new_shard(self, modality: str, fingerprint: str) -> str:
+        """A fresh feature shard's name relative to the store (the form catalog rows keep)."""
+        name = f"shard-{time.time_ns()}-{uuid.uuid4().hex[:6]}.tar"
+        return self.relative(self.feature_dir(modality, fingerprint) / name)
+
+    def shard_path(self, shard: str) -> Path:
+        """A shard named relative to the store (a catalog row's `shard`) as a path."""
+        return self.root / shard
+
+    def relative(self, path: Path) -> str:
+        return Path(path).relative_to(self.root).as_posix()
+
+    def feature_shards(self) -> list[Path]:
+        """Every file under features/ that is a shard or a shard's temporary."""
+        return sorted(self.features_dir.rglob("*.tar*")) if self.features_dir.is_dir() else []
+
+    def pack_dir(self, pack_id: str) -> Path:
+        return self.packed_dir / pack_id
+
+    def pack_dirs(self) -> list[Path]:
+        """Every finished pack folder (temporaries of a crashed pack left out)."""
+        if not self.packed_dir.is_dir():
+            return []
+        return sorted(p for p in self.packed_dir.iterdir() if p.is_dir() and not is_temporary(p))
+
+    def temporaries(self) -> list[Path]:
+        """What crashed writes left in packed/ and catalog/ (feature shards' temporaries: feature_shards)."""
+        return [p for folder in (self.packed_dir, self.catalog_dir) if folder.is_dir()
+                for p in folder.iterdir() if is_temporary(p)]
