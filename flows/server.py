@@ -45,6 +45,9 @@ class ServerState:
         if self.state == "not answering":
             return (f"pid {self.pid} is alive but {self.url} does not answer; `precal server stop` ends it "
                     f"(its log: {self.log})")
+        if self.state == "died" and self.pid is None:
+            return (f"{record_path()} cannot be read (damaged): flows fall back to Prefect's temporary server; "
+                    "`precal server stop` removes it")
         if self.state == "died":
             return (f"the server recorded in {record_path()} (pid {self.pid}, {self.url}) is no longer running: "
                     f"flows fall back to Prefect's temporary server. `precal server start` starts a new one "
