@@ -14,7 +14,7 @@ from .registry import Registry
 from .spec import DEFAULTS, EXTRACTOR_VERSION, MODALITIES, EncoderSpec, fingerprint_of
 
 if TYPE_CHECKING:
-    from pipeline.manifest import Sample
+    from .source import SampleSource
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Encoder:
 
     modality: str
     name: str
-    loader: Callable[[Sample], Any]
+    loader: Callable[[SampleSource], Any]
 
     def __init__(self, *, pooled: bool = False):
         self.pooled = pooled
@@ -82,7 +82,7 @@ class Encoder:
             self._load_model()
             self._model_loaded = True
 
-    def load(self, sample: Sample) -> Any:
+    def load(self, sample: SampleSource) -> Any:
         return self.loader(sample)
 
     def modules(self) -> list[torch.nn.Module]:

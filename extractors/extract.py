@@ -19,7 +19,7 @@ from .base import Encoder, Features
 from .decode import DecodeError
 
 if TYPE_CHECKING:
-    from pipeline.manifest import Sample
+    from .source import SampleSource
 
 
 class _Loaded(Dataset):
@@ -94,7 +94,7 @@ def _exit_when_gone(watched: int) -> None:
 
 
 def extract_features(
-    samples: Iterable[Sample],
+    samples: Iterable[SampleSource],
     encoder: Encoder,
     *,
     batch_size: int = 16,
@@ -102,7 +102,7 @@ def extract_features(
     device: str | torch.device = "auto",
     amp: bool = True,
     progress: bool = False,
-) -> Iterator[tuple[Sample, Features | DecodeError]]:
+) -> Iterator[tuple[SampleSource, Features | DecodeError]]:
     """Yield (sample, Features or DecodeError) for every sample, in input order; closing the generator
     early stops its decoding workers at once.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,20 @@ class EncoderSpec:
         return fingerprint_of(self.description)
 
     def build(self) -> Encoder:
+        """A new encoder for this spec (its model loads on first use)."""
         from .base import get_encoder
 
         return get_encoder(self.modality, self.name, **self.options)
+
+    def shared(self) -> Encoder:
+        """This process's one encoder for this spec, built on the first call: every extraction chunk a
+        worker process (a Dask or Prefect worker, the CLI) runs reuses its loaded model."""
+        key = (self.modality, self.fingerprint(), json.dumps(self.options, sort_keys=True, default=str))
+        with _SHARED_LOCK:
+            if key not in _SHARED:
+                _SHARED[key] = self.build()
+            return _SHARED[key]
+
+
+_SHARED: dict[tuple[str, str, str], Encoder] = {}  # per process
+_SHARED_LOCK = threading.Lock()  # chunks of one modality may run in threads of one worker

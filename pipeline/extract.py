@@ -224,7 +224,7 @@ def extract_one_modality(manifest: Manifest, store: Path, modality: str, config:
     spec = choose_spec(modality, choice.name, choice.options)
     todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=config.retry_failed)
     record_encoder(store, spec, store_fingerprint(spec, config.dtype), config.dtype)
-    summary = extract_modality(todo, spec.build(), store, dtype=config.dtype, shard_size=config.shard_size,
+    summary = extract_modality(todo, spec.shared(), store, dtype=config.dtype, shard_size=config.shard_size,
                                batch_size=config.batch_size, num_workers=config.num_workers,
                                device=config.device, progress=progress)
     summary.skipped = skipped

@@ -89,7 +89,8 @@ def extraction_report(plan: ExtractionPlan, parts: list[tuple[ModalityPlan, Moda
 
 def extract_chunk(todo: list[Todo], store: Path, modality: str, config: ExtractConfig, expected_fingerprint: str,
                   *, num_workers: int | None = None, progress: bool = True) -> ModalitySummary:
-    """Extract one chunk, its encoder's model loaded once for it; it commits its own shards and catalog parts."""
+    """Extract one chunk with the process's encoder for the spec (its model loads once per worker process);
+    it commits its own shards and catalog parts."""
     choice = config.modalities[modality]
     spec = choose_spec(modality, choice.name, choice.options)
     fingerprint = store_fingerprint(spec, config.dtype)
@@ -97,7 +98,7 @@ def extract_chunk(todo: list[Todo], store: Path, modality: str, config: ExtractC
         raise ValueError(f"this process computes fingerprint {fingerprint} for {modality}:{spec.encoder_name}, "
                          f"the plan expected {expected_fingerprint}: the worker's encoder weights or software differ")
     workers = config.num_workers if num_workers is None else num_workers
-    return extract_modality(todo, spec.build(), store, dtype=config.dtype, shard_size=config.shard_size,
+    return extract_modality(todo, spec.shared(), store, dtype=config.dtype, shard_size=config.shard_size,
                             batch_size=config.batch_size, num_workers=workers, device=config.device,
                             progress=progress)
 
