@@ -7,17 +7,14 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.datasets.avdigits import (
+from pipeline.datasets.avdigits import MANIFEST_COLUMNS, SAMPLE_SPLIT_SHARES, build_avdigits, bundled_sample_dir
+from pipeline.datasets.avdigits_plan import plan_avdigits
+from pipeline.datasets.avdigits_sources import (
     DIGIT_WORDS,
-    MANIFEST_COLUMNS,
-    SAMPLE_SPLIT_SHARES,
     SPLITS,
     DatasetError,
-    build_avdigits,
-    bundled_sample_dir,
     find_recordings,
     load_mnist,
-    plan_avdigits,
     split_of_take,
 )
 from pipeline.manifest import read_manifest
@@ -134,7 +131,8 @@ def test_perturbation_share_and_kinds_follow_the_request(all_recordings, mnist_l
     assert set(Counter(p.modality for p in perturbed)) == {"video", "audio", "text"}
     assert set(Counter(p.kind for p in perturbed)) == {"conflict", "degraded"}
     assert all(s.text.strip() for s in plan)  # emptied transcripts are filler words, not missing text
-    assert all(p.kind == "clean" for p in (s.perturbation for s in plan_avdigits(all_recordings, mnist_labels, perturb_share=0)))
+    clean = plan_avdigits(all_recordings, mnist_labels, perturb_share=0)
+    assert all(s.perturbation.kind == "clean" for s in clean)
 
 
 def test_per_class_is_spread_over_splits_by_take(all_recordings, mnist_labels):
