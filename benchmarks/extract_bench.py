@@ -30,8 +30,7 @@ sys.path.insert(0, str(ROOT))
 from extractors import DecodeError, extract_features, get_encoder  # noqa: E402
 from extractors.extract import resolve_device  # noqa: E402
 from pipeline.manifest import read_manifest  # noqa: E402
-
-MODALITIES = ("text", "audio", "video")
+from storage.layout import MODALITIES  # noqa: E402
 
 
 def naive(samples, encoders) -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .registry import Registry
-from .spec import DEFAULTS, EXTRACTOR_VERSION, MODALITIES, EncoderSpec, fingerprint_of
+from .spec import DEFAULTS, EXTRACTOR_VERSION, EncoderSpec, fingerprint_of
 
 if TYPE_CHECKING:
     from .source import SampleSource
@@ -132,7 +132,7 @@ class Encoder:
         return f"{type(self).__name__}({self.modality}/{self.name}, pooled={self.pooled})"
 
 
-_BUILDERS: dict[str, Registry[Callable[..., Encoder]]] = {m: Registry(f"{m} encoder") for m in MODALITIES}
+_BUILDERS: dict[str, Registry[Callable[..., Encoder]]] = {m: Registry(f"{m} encoder") for m in DEFAULTS}
 
 
 def register(modality: str, name: str):
@@ -151,7 +151,7 @@ def builders() -> dict[str, Registry[Callable[..., Encoder]]]:
 def get_encoder(modality: str, name: str | None = None, **options) -> Encoder:
     """Build a registered encoder (its model loads on first use); name None is the modality's offline default."""
     if modality not in _BUILDERS:
-        raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+        raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(DEFAULTS)}")
     return builders()[modality].get(name or DEFAULTS[modality])(**options)
 
 

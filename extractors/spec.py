@@ -19,8 +19,7 @@ if TYPE_CHECKING:
 # covers it, so cached features from older code are not mistaken for current ones.
 EXTRACTOR_VERSION = "1"
 
-MODALITIES = ("text", "audio", "video")
-DEFAULTS = {"text": "minilm", "audio": "logmel", "video": "grey"}
+DEFAULTS = {"text": "minilm", "audio": "logmel", "video": "grey"}  # the modalities extractors serve, and their default
 
 
 def fingerprint_of(description: dict) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.manifest import MODALITIES
+from storage.layout import MODALITIES
 
 
 class ConfigError(ValueError):

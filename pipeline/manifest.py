@@ -17,8 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-SPLITS = ("train", "valid", "test")
-MODALITIES = ("text", "audio", "video")
+from storage.layout import SPLITS
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 # Shard members are named `<id>.<modality>.npy` in ustar tar headers of 100 bytes; this leaves room.
 MAX_ID_LENGTH = 80

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pipeline.adapters import ave, cmu_mosi, cremad, kinetics_sounds, ucf101  # noqa: F401 (each registers itself)
 from pipeline.adapters.common import ADAPTERS, DUPLICATE, Collected, Issue, LayoutError
-from pipeline.manifest import SPLITS, Sample, write_manifest
+from pipeline.manifest import Sample, write_manifest
+from storage.layout import SPLITS
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 

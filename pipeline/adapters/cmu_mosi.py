@@ -23,7 +23,8 @@ from pipeline.adapters.common import (
     require_file,
     safe_id,
 )
-from pipeline.manifest import SPLITS, Sample
+from pipeline.manifest import Sample
+from storage.layout import SPLITS
 
 COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 LABEL_RANGE = (-3.0, 3.0)

@@ -29,11 +29,11 @@ from tqdm.auto import tqdm
 from pipeline.adapters import ImportReport, manifest_row
 from pipeline.adapters.cmu_mosi import clip_sample_id
 from pipeline.adapters.common import DUPLICATE, UNKNOWN_LABEL, Collected, LayoutError, safe_id
-from pipeline.manifest import SPLITS, Sample, read_manifest, write_manifest
+from pipeline.manifest import Sample, read_manifest, write_manifest
 from storage.catalog import Catalog
 from storage.features import FeatureSet, FeatureWriter
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
-from storage.layout import Store
+from storage.layout import SPLITS, Store
 from storage.lock import store_lock
 from storage.pack import pack
 from storage.shards import sha256_file
