@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,7 +18,9 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
 
 ACCESS_KEY = "precal-test"
@@ -25,7 +28,7 @@ SECRET_KEY = "precal-test-secret-key"
 # Each port the process opens, named by weed's flag; all must be free, including the extras SeaweedFS
 # opens by default (Iceberg and Lance catalogs) unless given a port or 0.
 PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-              "filer.port.grpc", "s3.port", "s3.port.grpc")
+              "filer.port.grpc", "s3.port", "s3.port.grpc", "metricsPort")
 
 
 def weed_binary() -> str | None:
@@ -74,7 +77,7 @@ class S3Server:
         config.write_text(json.dumps({"identities": [{
             "name": "precal", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-        ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
+        self.ports = ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
         self.endpoint = f"http://127.0.0.1:{ports['s3.port']}"
         command = [weed, "server", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                    "-filer", "-s3", f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
@@ -127,6 +130,18 @@ class S3Server:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
             keys.update({o["Key"]: o["ETag"] for o in page.get("Contents", [])})
         return keys
+
+    def requests(self) -> Counter:
+        """Requests the S3 gateway has answered so far, by type (GET, PUT, LIST, HEAD, DELETE, ...),
+        from its metrics: counted at the server, so requests from child processes count too."""
+        port = self.ports["metricsPort"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        counts: Counter = Counter()
+        for match in re.finditer(r'^SeaweedFS_s3_request_total\{([^}]*)\} (\S+)$', text, re.MULTILINE):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+            counts[labels.get("type", "?")] += int(float(match.group(2)))
+        return counts
 
     def new_prefix(self) -> str:
         """A fresh URL prefix in the bucket, so tests sharing one server never see each other's objects."""

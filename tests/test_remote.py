@@ -98,3 +98,12 @@ def test_urls_answer_the_path_methods_readers_use(s3):
     (root / "packed/abc/pack.json").unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError):
         (root / "packed/abc/pack.json").unlink()
+
+
+def test_the_server_counts_requests_by_type(s3):
+    before = s3.requests()
+    key = URL(s3.new_prefix()) / "counted"
+    remote.put(key, b"1")
+    remote.read_bytes(key)
+    after = s3.requests()
+    assert after["PUT"] - before["PUT"] == 1 and after["GET"] - before["GET"] >= 1
