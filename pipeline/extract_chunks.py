@@ -25,6 +25,7 @@ from pipeline.manifest import Manifest
 from pipeline.spec_cache import spec_for
 from storage.catalog import Catalog
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
+from storage.layout import Store
 from storage.lock import store_lock
 
 
@@ -55,7 +56,7 @@ def plan_extraction(manifest: Manifest, store: Path, config: ExtractConfig) -> E
     """What each configured modality still needs, from the encoders' specs (no model is loaded; a spec
     whose sources are unchanged comes from the store's cache, so no encoder is built); call while
     holding the store lock (records encoders)."""
-    files = FileHashCache(store / "cache" / "file_hashes.json")
+    files = FileHashCache(Store(store).file_hashes)
     latest = Catalog(store).latest()
     plans, inputs = [], {}
     for modality, choice in config.modalities.items():

