@@ -1,6 +1,6 @@
 """Training-loop throughput: shards streamed through DataLoader workers vs tensors already in memory,
-and the step-time overhead and parameter share of each calibration variant per backbone. Both in one process, same model, and
-the batches train() would give it (late fusion: time means pooled by the loader, in memory likewise).
+and the step-time overhead and parameter share of each calibration variant per backbone. Both in one process,
+same model, and the batches train() would give it (late fusion: time means pooled by the loader, in memory likewise).
 
     python benchmarks/train_bench.py [--pack DIR] [--json out.json] [--variants paper reliability reliability:32]
 
@@ -25,10 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from storage.packinfo import read_pack  # noqa: E402
 from storage.shards import json_bytes, npy_bytes, write_shard  # noqa: E402
+from trainers.batches import choose_modalities, to_device  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
-from trainers.data import InMemorySplit, TrainLoader, choose_modalities, to_device  # noqa: E402
-from trainers.train import (Runtime, batch_spec, cpu_threads, make_model, make_optimizer, resolve_device,  # noqa: E402
-                            train_epoch, train_step, use_amp)
+from trainers.data import InMemorySplit, TrainLoader  # noqa: E402
+from trainers.runtime import Runtime, cpu_threads, resolve_device, use_amp  # noqa: E402
+from trainers.steps import make_optimizer, train_epoch, train_step  # noqa: E402
+from trainers.train import batch_spec, make_model  # noqa: E402
 
 SHAPES = {"text": (12, 384), "audio": (100, 64), "video": (10, 1024)}  # typical steps, width
 NUM_CLASSES = 6

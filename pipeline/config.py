@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from storage.layout import MODALITIES
-
-
-class ConfigError(ValueError):
-    pass
+from trainers.config_file import ConfigError, load_file  # one error type and one reader for every config file
 
 
 class EncoderChoice(BaseModel):
@@ -56,20 +51,6 @@ class PipelineConfig(BaseModel):
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     train: dict[str, Any] = Field(default_factory=dict)  # validated by trainers.config
     out: Path | None = None
-
-
-def load_file(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot be parsed: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
 
 
 def load_pipeline_config(path: Path) -> PipelineConfig:

@@ -1,4 +1,6 @@
-"""Data for the calibration protocol (RESEARCH.md section 4): AV-digits built three times from one seed.
+"""The calibration protocol's preset and data (RESEARCH.md section 4); trainers/protocol.py trains the grid.
+
+The data: AV-digits built three times from one seed.
 
 - "standard": the usual build (30% of each split perturbed): train, valid and test;
 - "clean": the same build with `perturb_share 0.0` (the same recordings, images and splits): its train and
@@ -23,6 +25,9 @@ from pipeline.extract import run_extraction, selection_for
 from pipeline.manifest import read_manifest
 from pipeline.stages import StageError, check_failures
 from storage.pack import pack
+from trainers.config_file import load_file, relative_to, validate
+from trainers.protocol import ProtocolTraining, plan_runs, train_all
+from trainers.protocol_eval import evaluate_runs, write_results
 
 # build name -> (perturb share, None for the configured one; splits to extract and pack)
 BUILDS = {"standard": (None, ("train", "valid", "test")),
@@ -39,6 +44,28 @@ class ProtocolData(BaseModel):
     perturb_share: float = Field(0.3, ge=0.0, le=1.0)
     per_class: int | None = Field(None, ge=1)     # fewer samples per digit (tests); None: every FSDD take
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
+
+
+class ProtocolConfig(ProtocolTraining):
+    """A preset's `protocol:` section: the data to build, then what to train on it."""
+
+    data: ProtocolData
+
+
+def is_protocol_file(path: Path | str) -> bool:
+    data = load_file(Path(path))
+    return isinstance(data, dict) and "protocol" in data
+
+
+def load_protocol_config(path: Path | str) -> ProtocolConfig:
+    """Relative paths are taken from the preset's folder."""
+    path = Path(path)
+    data = load_file(path)
+    config = validate(ProtocolConfig, data.get("protocol") if isinstance(data, dict) else None, str(path))
+    base = path.resolve().parent
+    data_config = config.data.model_copy(update={name: relative_to(base, getattr(config.data, name))
+                                                 for name in ("fsdd", "mnist", "folder")})
+    return config.model_copy(update={"data": data_config, "out": relative_to(base, config.out)})
 
 
 @dataclasses.dataclass
@@ -72,12 +99,9 @@ def prepare_build(config: ProtocolData, name: str, progress: bool = True) -> Bui
     return Build(manifest_path, folder / "perturbations.csv", result.path)
 
 
-def run_protocol(config, progress: bool = True) -> dict:
-    """The whole protocol for a trainers.protocol.ProtocolConfig: data, training, evaluation, results;
-    each step skips what is done. Returns what results.json holds."""
-    from trainers.protocol import plan_runs, train_all
-    from trainers.protocol_eval import evaluate_runs, write_results
-
+def run_protocol(config: ProtocolConfig, progress: bool = True) -> dict:
+    """The whole protocol: data, training, evaluation, results; each step skips what is done. Returns what
+    results.json holds."""
     builds = prepare(config.data, progress=progress)
     runs = plan_runs(config, {name: build.pack for name, build in builds.items()})
     train_all(runs)

@@ -39,6 +39,3 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.backbones import BACKBONES, get_backbone
-from trainers.models import METHODS, ModelOutput, build_model, ogm_ge_modulate
+from storage.registry import Registry
+from trainers.backbones import BACKBONES
+from trainers.models import CALIBRATIONS, METHODS, ModelOutput, build_model, ogm_ge_modulate
 
 DIMS = {"audio": 6, "text": 10, "video": 16}
 MODALITIES = sorted(DIMS)
@@ -32,8 +33,8 @@ def make_batch(batch=6, num_classes=3, seed=0, present=None):
             "sample_id": [f"s{i}" for i in range(batch)]}
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("backbone", BACKBONES.names())
+@pytest.mark.parametrize("method", METHODS.names())
 def test_forward_shapes(backbone, method):
     model = build_model(backbone, DIMS, 3, method=method)
     out = model(make_batch())
@@ -49,7 +50,7 @@ def test_forward_shapes(backbone, method):
     assert model.modalities == MODALITIES
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("backbone", BACKBONES.names())
 def test_a_single_modality_works(backbone):
     batch = make_batch()
     batch = dict(batch, features={"text": batch["features"]["text"]}, mask={"text": batch["mask"]["text"]},
@@ -58,7 +59,7 @@ def test_a_single_modality_works(backbone):
     assert out.logits.shape == (6, 3) and torch.isfinite(out.logits).all()
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("backbone", BACKBONES.names())
 def test_pooled_features_and_regression(backbone):
     batch = make_batch()
     batch["features"] = {m: x[:, 0] for m, x in batch["features"].items()}
@@ -69,7 +70,7 @@ def test_pooled_features_and_regression(backbone):
     assert out.aux_loss.shape == () and torch.isfinite(out.aux_loss)
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("backbone", BACKBONES.names())
 def test_calibration_is_the_identity_at_init(backbone):
     torch.manual_seed(0)
     plain = build_model(backbone, DIMS, 3).eval()
@@ -84,7 +85,7 @@ def test_calibration_is_the_identity_at_init(backbone):
     assert all(torch.equal(a.unimodal_logits[m], b.unimodal_logits[m]) for m in MODALITIES)
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("backbone", BACKBONES.names())
 def test_padding_and_missing_modalities_do_not_leak(backbone):
     torch.manual_seed(0)
     model = build_model(backbone, DIMS, 3, method="calibration").eval()
@@ -117,9 +118,29 @@ def test_gate_sits_between_the_branches_and_the_head():
 
 def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="unknown backbone"):
-        get_backbone("resnet")
+        BACKBONES.get("resnet")
     with pytest.raises(ValueError, match="unknown method"):
         build_model("late", DIMS, 3, method="magic")
+
+
+def test_a_registry_names_what_it_knows_when_asked_for_something_else():
+    registry = Registry("backbone")
+    registry.register("late")(object())
+    registry.register("conv")(object())
+    assert registry.names() == ["conv", "late"]
+    with pytest.raises(ValueError, match="unknown backbone 'resnet'; registered: conv, late"):
+        registry.get("resnet")
+    with pytest.raises(ValueError, match="unknown calibration variant 'magic'; registered: aux, paper, reliability"):
+        build_model("late", DIMS, 3, method="calibration", calibration="magic")
+
+
+@pytest.mark.parametrize("registry", [BACKBONES, METHODS, CALIBRATIONS], ids=lambda r: r.kind)
+def test_registries_refuse_a_taken_name(registry):
+    taken = registry.names()[0]
+    first = registry.get(taken)
+    with pytest.raises(ValueError, match=f"{registry.kind} '{taken}' is already registered"):
+        registry.register(taken)(object())
+    assert registry.get(taken) is first  # the first registration stands
 
 
 def ogm_setup(num_classes=2):
@@ -168,7 +189,7 @@ def test_ogm_ge_with_float_targets():
     assert min(coefficients.values()) < 1  # one modality is always at least as good as the others' mean
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("backbone", BACKBONES.names())
 @pytest.mark.parametrize("method", ["none", "calibration"])
 def test_overfits_a_small_batch(backbone, method):
     torch.manual_seed(0)

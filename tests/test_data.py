@@ -12,9 +12,9 @@ import torch
 from tests.pack_helpers import DIMS, write_pack
 from storage import shards
 from trainers import data
-from trainers.data import (BatchSpec, InMemorySplit, TrainLoader, TrainStream, _tar_samples,
-                           batches_per_epoch, choose_modalities, eval_loader, pack_batch, shard_sizes,
-                           to_device, train_loader, unpack_batch)
+from trainers.batches import BatchSpec, choose_modalities, to_device
+from trainers.data import (InMemorySplit, TrainLoader, TrainStream, _tar_samples, batches_per_epoch, eval_loader,
+                           pack_batch, shard_sizes, train_loader, unpack_batch)
 from storage.packinfo import read_pack
 from storage.shards import CorruptShard
 

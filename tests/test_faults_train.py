@@ -17,12 +17,15 @@ from storage.pack import pack
 from storage.packinfo import read_pack, verify_packs
 from tests.pack_helpers import write_pack
 from tests.test_storage import add_features
-from trainers import train as train_module
+from trainers import checkpoints
 from trainers.config import TrainConfig
-from trainers.data import BatchSpec, CorruptSample, eval_loader
+from trainers.batches import BatchSpec, CorruptSample
+from trainers.data import eval_loader
 from trainers.metrics import json_safe
 from storage.shards import CorruptShard, count_samples, tar_samples
-from trainers.train import NonFiniteLoss, evaluate, load_checkpoint, train, write_json_atomic
+from trainers.checkpoints import load_checkpoint, write_json_atomic
+from trainers.steps import NonFiniteLoss
+from trainers.train import evaluate, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -407,5 +410,5 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_epoch(good_pack, tmp_
 def test_an_unreadable_checkpoint_is_named(tmp_path, good_pack):
     bad = tmp_path / "best.pt"
     bad.write_bytes(b"PK\x03\x04 not really")
-    with pytest.raises(train_module.CheckpointError, match=f"{bad}: unreadable checkpoint"):
+    with pytest.raises(checkpoints.CheckpointError, match=f"{bad}: unreadable checkpoint"):
         evaluate(bad, good_pack, "test")

@@ -8,7 +8,9 @@ import pytest
 import trainers.protocol_eval as protocol_eval
 from pipeline.config import ConfigError
 from tests.pack_helpers import write_pack
-from trainers.protocol import ProtocolConfig, load_protocol_config, parse_method, plan_runs, train_all
+from pipeline.protocol import ProtocolConfig, load_protocol_config
+from trainers.model_config import ModelOptions
+from trainers.protocol import parse_method, plan_runs, train_all
 from trainers.protocol_eval import evaluate_runs, paired_bootstrap, robustness, write_results
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -44,7 +46,7 @@ def test_plan_gives_each_method_its_options_and_each_regime_its_pack(tmp_path):
     assert plain.pack == tmp_path / "c" and plain.augment is None and plain.branch_unimodal_weight == 0
     assert full.pack == tmp_path / "s" and full.augment.share == 0.5 and full.branch_unimodal_weight == 1.0
     assert (full.method, full.calibration, full.model_options) == ("calibration", "reliability",
-                                                                   {"reliability": {"evidence_hidden": 8}})
+                                                                   ModelOptions(reliability={"evidence_hidden": 8}))
     assert full.out == tmp_path / "out" / "runs" / "standard" / "late-reliability+aug+branch" / "seed-3"
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trainers.calibration import ReliabilityCalibration, rank_loss, reliability_cues
+from trainers.reliability import ReliabilityCalibration, rank_loss, reliability_cues
 from trainers.models import build_model
 
 DIMS = {"text": 12, "audio": 5, "video": 20}

@@ -1,16 +1,22 @@
 """The training loop: outputs, selection on valid, exact resumption after a kill, methods, evaluate()."""
 import json
+import shutil
 
 import pytest
 import torch
 
 from tests.pack_helpers import write_pack
-from trainers import train as train_module
-from trainers.config import ConfigError, TrainConfig
+from trainers import steps
+from trainers.config import TrainConfig
+from trainers.config_file import ConfigError
 from storage.packinfo import read_pack
-from trainers.data import BatchSpec, eval_loader
+from trainers.batches import BatchSpec, to_device
+from trainers.data import eval_loader
 from trainers.models import per_sample_loss
-from trainers.train import Runtime, evaluate, load_checkpoint, make_model, train, train_step
+from trainers.checkpoints import load_checkpoint, load_model
+from trainers.runtime import Runtime
+from trainers.steps import train_step
+from trainers.train import evaluate, make_model, train
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -69,11 +75,11 @@ def test_resume_after_kill_equals_a_straight_run(pack, tmp_path, monkeypatch, me
             raise Killed
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_step", dies_in_epoch_three)
+    monkeypatch.setattr(steps, "train_step", dies_in_epoch_three)
     with pytest.raises(Killed):
         train(config(pack, tmp_path / "resumed", epochs=3, method=method, num_workers=workers))
     assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["epoch-001.pt", "epoch-002.pt"]
-    monkeypatch.setattr(train_module, "train_step", real_step)
+    monkeypatch.setattr(steps, "train_step", real_step)
     resumed = train(config(pack, tmp_path / "resumed", epochs=3, method=method, num_workers=workers))
 
     assert resumed["history"] == straight["history"]
@@ -124,3 +130,25 @@ def test_evaluate_refuses_a_pack_of_another_shape(pack, tmp_path):
     other = write_pack(tmp_path / "other", dims={"audio": 8, "text": 7, "video": 5})
     with pytest.raises(ValueError, match="text width 6 vs 7"):
         evaluate(tmp_path / "run" / "best.pt", other)
+
+
+@pytest.mark.parametrize("backbone,method,options", [
+    ("conv", "calibration", {"calibration": "reliability", "model_options": {"kernel": 5, "shift": True}}),
+    ("mult", "gate", {"model_options": {"heads": 2}})])
+def test_a_checkpoint_alone_rebuilds_its_model(tmp_path, backbone, method, options):
+    """Like from_pretrained: the model comes back from best.pt with the pack deleted, and computes the same."""
+    pack = write_pack(tmp_path / "pack")
+    train(config(pack, tmp_path / "run", epochs=1, backbone=backbone, method=method, **options))
+    info = read_pack(pack)
+    batch = to_device(next(iter(eval_loader(info, BatchSpec.for_pack(info, sorted(info.dims)), "test", batch_size=8))),
+                      torch.device("cpu"))
+    saved = load_checkpoint(tmp_path / "run" / "best.pt")
+    trained = make_model(TrainConfig.model_validate(saved["config"]), info, saved["modalities"])
+    trained.load_state_dict(saved["model"])
+    shutil.rmtree(pack)
+    rebuilt = load_model(tmp_path / "run" / "best.pt")
+    assert rebuilt.method == method and rebuilt.modalities == sorted(info.dims) and not rebuilt.training
+    assert saved["model_config"]["options"]["reliability"]["scale_loss"] == "rank"
+    with torch.no_grad():
+        expected, got = trained.eval()(batch), rebuilt(batch)
+    assert torch.equal(got.logits, expected.logits)

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from trainers.config import (ConfigError, ExperimentConfig, TrainConfig, load_experiment_config, load_train_config,
-                             validate)
+from trainers.config import ExperimentConfig, TrainConfig, load_experiment_config, load_train_config
+from trainers.config_file import ConfigError, validate
 
 
 def test_defaults_and_yaml_paths_relative_to_the_file(tmp_path):

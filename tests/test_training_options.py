@@ -2,14 +2,18 @@
 import pytest
 import torch
 
-import trainers.train as train_module
+import trainers.steps as steps
 from tests.pack_helpers import write_pack
 from trainers.augment import corrupt, feature_std, swap_partners
 from trainers.config import Augment, TrainConfig
 from storage.packinfo import read_pack
-from trainers.data import BatchSpec, eval_loader, to_device
+from trainers.batches import BatchSpec, to_device
+from trainers.data import eval_loader
 from trainers.models import per_sample_loss
-from trainers.train import Runtime, is_better, make_model, train, train_step
+from trainers.epochs import is_better
+from trainers.runtime import Runtime
+from trainers.steps import train_step
+from trainers.train import make_model, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 MODS = ["audio", "text", "video"]
@@ -99,7 +103,7 @@ def test_augmentation_applies_to_baselines(pack, tmp_path, monkeypatch, method):
         seen.append((options.share, sorted(std)))
         return corrupt(batch, options, std, modalities)
 
-    monkeypatch.setattr(train_module, "corrupt", spy)
+    monkeypatch.setattr(steps, "corrupt", spy)
     train(config(pack, tmp_path / "run", method=method, augment={"share": 0.5}))
     assert len(seen) == 5 and seen[0] == (0.5, MODS)  # every step of the epoch, with the training std
 

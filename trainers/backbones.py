@@ -20,7 +20,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from storage.registry import Registry
 from trainers.calibration import Calibrated, masked_mean, real_steps
+
+BACKBONES: Registry[type["Backbone"]] = Registry("backbone")
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
@@ -55,6 +58,7 @@ class Backbone(nn.Module):
         return list(self.branches[m].parameters())
 
 
+@BACKBONES.register("late")
 class LateFusion(Backbone):
     """Pool each modality over time, then a per-modality MLP."""
 
@@ -92,6 +96,7 @@ class TemporalConv(nn.Module):
         return masked_mean(h.transpose(1, 2), valid)
 
 
+@BACKBONES.register("conv")
 class ConvFusion(Backbone):
     def __init__(self, dims, num_outputs, hidden=64, dropout=0.1, kernel=3):
         super().__init__(dims, num_outputs, hidden, dropout)
@@ -151,6 +156,7 @@ class MulTBranch(nn.Module):
         return h + sinusoidal_positions(h.shape[1], h.shape[2], h.device)
 
 
+@BACKBONES.register("mult")
 class MulTFusion(Backbone):
     """MulT-style (Tsai et al. 2019), kept small. Each modality's projected sequence attends to the
     concatenated sequences of all the other modalities (one cross-modal block per target instead of MulT's
@@ -180,12 +186,3 @@ class MulTFusion(Backbone):
                 h = layer(h, h, valid)
             vectors[m] = masked_mean(h, valid)
         return vectors
-
-
-BACKBONES: dict[str, type[Backbone]] = {"late": LateFusion, "conv": ConvFusion, "mult": MulTFusion}
-
-
-def get_backbone(name: str) -> type[Backbone]:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
-    return BACKBONES[name]

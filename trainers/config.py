@@ -1,31 +1,30 @@
 """Validated training and experiment configs, read from YAML or JSON.
 
-Relative paths in a config file are taken from the file's folder (as in pipeline/config.py), so a
-config kept next to its data works from any working directory.
+Relative paths in a config file are taken from the file's folder, so a config kept next to its data
+works from any working directory. The model part is typed (trainers/model_config.py): `backbone`, `method`,
+`calibration`, `hidden`, `dropout` and `model_options` make up `TrainConfig.architecture`.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.config import ConfigError, load_file
-from trainers.backbones import BACKBONES as BACKBONE_CLASSES
-from trainers.calibration import VARIANTS as CALIBRATIONS
-from trainers.models import METHODS
+from trainers.backbones import BACKBONES
+from trainers.config_file import load_file, relative_to, validate
+from trainers.model_config import ModelConfig, ModelOptions, check_name
+from trainers.models import CALIBRATIONS, METHODS
 
-BACKBONES = tuple(BACKBONE_CLASSES)
+Backbone = Literal[tuple(BACKBONES.names())]
+Method = Literal[tuple(METHODS.names())]
 MODALITIES = ("audio", "text", "video")
-
-Backbone = Literal[BACKBONES]
-Method = Literal[METHODS]
+DEFAULT_BACKBONES = ("late", "conv", "mult")
+DEFAULT_METHODS = ("none", "calibration", "gate", "ogm_ge")
 
 
 def _check_calibration(value: str) -> str:
-    if value not in CALIBRATIONS:
-        raise ValueError(f"unknown calibration variant {value!r}; choose from {list(CALIBRATIONS)}")
-    return value
+    return check_name(CALIBRATIONS, value)
 
 
 def _check_modalities(value: list[str] | None) -> list[str] | None:
@@ -75,7 +74,7 @@ class TrainOptions(BaseModel):
     ogm_alpha: float = Field(0.5, ge=0.0)
     augment: Augment | None = None                           # corruption augmentation, for any method
     branch_unimodal_weight: float = Field(0.0, ge=0.0)      # loss on each branch's own logits, for any method
-    model_options: dict[str, Any] = Field(default_factory=dict)  # extra build_model keywords
+    model_options: ModelOptions = Field(default_factory=ModelOptions)
 
     @field_validator("modalities")
     @classmethod
@@ -105,6 +104,12 @@ class TrainConfig(TrainOptions):
     def _known_calibration(cls, value: str) -> str:
         return _check_calibration(value)
 
+    @property
+    def architecture(self) -> ModelConfig:
+        """The model part of this config."""
+        return ModelConfig(backbone=self.backbone, method=self.method, calibration=self.calibration,
+                           hidden=self.hidden, dropout=self.dropout, options=self.model_options)
+
 
 class ExperimentConfig(BaseModel):
     """A grid: packs x backbones x methods (calibration expanded over its variants) x seeds."""
@@ -112,8 +117,8 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     packs: list[Path] = Field(min_length=1)
     out: Path
-    backbones: list[Backbone] = Field(default_factory=lambda: list(BACKBONES))
-    methods: list[Method] = Field(default_factory=lambda: list(METHODS))
+    backbones: list[Backbone] = Field(default_factory=lambda: list(DEFAULT_BACKBONES))
+    methods: list[Method] = Field(default_factory=lambda: list(DEFAULT_METHODS))
     calibrations: list[str] = Field(default_factory=lambda: ["paper"], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     train: TrainOptions = Field(default_factory=TrainOptions)
@@ -144,37 +149,16 @@ class ExperimentConfig(BaseModel):
         return value
 
 
-def _explain(err: ValidationError) -> str:
-    """One line per problem, each naming the field by its dotted path."""
-    lines = []
-    for problem in err.errors():
-        field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        message = problem["msg"].removeprefix("Value error, ")
-        lines.append(f"  {field}: {message}")
-    return "\n".join(lines)
-
-
-def validate(cls: type[BaseModel], data: dict, source: str = "config") -> BaseModel:
-    try:
-        return cls.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(f"{source}: invalid {cls.__name__}:\n{_explain(err)}") from err
-
-
-def _relative_to(base: Path, path: Path) -> Path:
-    return path if path.is_absolute() else base / path
-
-
 def load_train_config(path: Path | str) -> TrainConfig:
     path = Path(path)
     config = validate(TrainConfig, load_file(path), str(path))
     base = path.resolve().parent
-    return config.model_copy(update={"pack": _relative_to(base, config.pack), "out": _relative_to(base, config.out)})
+    return config.model_copy(update={"pack": relative_to(base, config.pack), "out": relative_to(base, config.out)})
 
 
 def load_experiment_config(path: Path | str) -> ExperimentConfig:
     path = Path(path)
     config = validate(ExperimentConfig, load_file(path), str(path))
     base = path.resolve().parent
-    return config.model_copy(update={"packs": [_relative_to(base, p) for p in config.packs],
-                                     "out": _relative_to(base, config.out)})
+    return config.model_copy(update={"packs": [relative_to(base, p) for p in config.packs],
+                                     "out": relative_to(base, config.out)})

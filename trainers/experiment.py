@@ -18,8 +18,11 @@ from pathlib import Path
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from trainers.config import ConfigError, ExperimentConfig, TrainConfig, load_experiment_config
-from trainers.train import start_runtime, train, write_json_atomic
+from trainers.checkpoints import write_json_atomic
+from trainers.config import ExperimentConfig, TrainConfig, load_experiment_config
+from trainers.config_file import ConfigError
+from trainers.runtime import start_runtime
+from trainers.train import train
 
 
 def run_name(backbone: str, method: str, calibration: str) -> str:

@@ -4,6 +4,7 @@ Methods: "none" (the backbone alone), "calibration" (ContextualCalibration, or R
 "reliability" variant, on the inputs), "gate" (a learned sigmoid gate on the fused vector), "ogm_ge" (the
 backbone alone; the training loop calls ogm_ge_modulate between backward and step).
 """
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -11,10 +12,46 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainers.backbones import Backbone, get_backbone
-from trainers.calibration import Calibrated, ContextualCalibration, ReliabilityCalibration
+from storage.registry import Registry
+from trainers.backbones import BACKBONES, Backbone
+from trainers.calibration import Calibrated, ContextualCalibration
+from trainers.reliability import ReliabilityCalibration
 
-METHODS = ("none", "calibration", "gate", "ogm_ge")
+
+@dataclass(frozen=True)
+class Method:
+    """What a method adds to the backbone."""
+    calibrated: bool = False            # a calibration module on the inputs
+    gated: bool = False                 # a learned sigmoid gate on the fused vector
+    modulates_gradients: bool = False   # the training loop calls ogm_ge_modulate between backward and step
+
+
+METHODS: Registry[Method] = Registry("method")
+METHODS.register("none")(Method())
+METHODS.register("calibration")(Method(calibrated=True))
+METHODS.register("gate")(Method(gated=True))
+METHODS.register("ogm_ge")(Method(modulates_gradients=True))
+
+CalibrationBuilder = Callable[..., nn.Module]
+CALIBRATIONS: Registry[CalibrationBuilder] = Registry("calibration variant")
+
+
+@CALIBRATIONS.register("paper")
+def _paper(dims: dict[str, int], num_outputs: int, *, width: int, shift: bool, dropout: float,
+           reliability: dict | None) -> ContextualCalibration:
+    return ContextualCalibration(dims, width=width, shift=shift, variant="paper", num_outputs=num_outputs)
+
+
+@CALIBRATIONS.register("aux")
+def _aux(dims: dict[str, int], num_outputs: int, *, width: int, shift: bool, dropout: float,
+         reliability: dict | None) -> ContextualCalibration:
+    return ContextualCalibration(dims, width=width, shift=shift, variant="aux", num_outputs=num_outputs)
+
+
+@CALIBRATIONS.register("reliability")
+def _reliability(dims: dict[str, int], num_outputs: int, *, width: int, shift: bool, dropout: float,
+                 reliability: dict | None) -> ReliabilityCalibration:
+    return ReliabilityCalibration(dims, num_outputs, width=width, shift=shift, dropout=dropout, **(reliability or {}))
 
 
 @dataclass
@@ -37,14 +74,12 @@ class FusionModel(nn.Module):
     def __init__(self, backbone: Backbone, method: str = "none",
                  calibration: ContextualCalibration | ReliabilityCalibration | None = None, aux_weight: float = 1.0):
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-        if (calibration is not None) != (method == "calibration"):
-            raise ValueError("a calibration module goes with method='calibration' and only with it")
+        if (calibration is not None) != METHODS.get(method).calibrated:
+            raise ValueError(f"a calibration module goes with a calibrated method, not with {method!r}")
         self.backbone, self.method, self.calibration, self.aux_weight = backbone, method, calibration, aux_weight
         self.modalities = backbone.modalities
         fused_width = len(self.modalities) * backbone.hidden
-        self.gate = nn.Linear(fused_width, fused_width) if method == "gate" else None
+        self.gate = nn.Linear(fused_width, fused_width) if METHODS.get(method).gated else None
         # Row i keeps modality i's block of the fused vector: the head on it gives i's unimodal logits.
         blocks = torch.eye(len(self.modalities)).repeat_interleave(backbone.hidden, dim=1)
         self.register_buffer("block_mask", blocks.bool(), persistent=False)
@@ -92,15 +127,13 @@ def build_model(backbone: str, dims: dict[str, int], num_outputs: int, *, method
     """backbone_options go to the backbone: kernel (conv), heads and layers (mult). `reliability` holds
     ReliabilityCalibration's own options (evidence_hidden, scale_hidden, scale_loss, evidence_weight,
     scale_weight)."""
-    net = get_backbone(backbone)(dims, num_outputs, hidden=hidden, dropout=dropout, **backbone_options)
+    chosen = METHODS.get(method)
+    net = BACKBONES.get(backbone)(dims, num_outputs, hidden=hidden, dropout=dropout, **backbone_options)
     # Built after the backbone, so the backbone's initial weights do not depend on the method.
     module = None
-    if method == "calibration" and calibration == "reliability":
-        module = ReliabilityCalibration(dims, num_outputs, width=calibration_width, shift=shift,
-                                        dropout=dropout, **(reliability or {}))
-    elif method == "calibration":
-        module = ContextualCalibration(dims, width=calibration_width, shift=shift, variant=calibration,
-                                       num_outputs=num_outputs)
+    if chosen.calibrated:
+        module = CALIBRATIONS.get(calibration)(dims, num_outputs, width=calibration_width, shift=shift,
+                                               dropout=dropout, reliability=reliability)
     return FusionModel(net, method, module, aux_weight)
 
 

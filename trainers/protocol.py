@@ -1,5 +1,7 @@
 """The calibration protocol (RESEARCH.md section 4) as one command: `precal experiment PRESET` on a preset
-with a `protocol:` section (pipeline/presets/avdigits-protocol.yaml); pipeline/protocol.py runs it all.
+with a `protocol:` section (pipeline/presets/avdigits-protocol.yaml); pipeline/protocol.py reads the preset,
+builds the data and runs it all. This module holds the training half: the grid and its runs, given the
+packs as paths.
 
 1. Data (pipeline/protocol.py): AV-digits built with the configured perturbed share ("standard"), with 0.0
    ("clean") and with 1.0 ("perturbed"), same seed and splits.
@@ -24,9 +26,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
-from pipeline.config import ConfigError, load_file
-from pipeline.protocol import ProtocolData
-from trainers.config import Backbone, TrainConfig, TrainOptions, validate
+from trainers.config import Backbone, TrainConfig, TrainOptions
+from trainers.config_file import ConfigError
+from trainers.model_config import ReliabilityOptions
 
 BASES = {"none": ("none", "paper"), "paper": ("calibration", "paper"), "aux": ("calibration", "aux"),
          "reliability": ("calibration", "reliability"), "gate": ("gate", "paper"), "ogm_ge": ("ogm_ge", "paper")}
@@ -74,43 +76,24 @@ class Block(BaseModel):
         return value
 
 
-class ProtocolConfig(BaseModel):
+class ProtocolTraining(BaseModel):
+    """What the protocol trains and how it compares the runs (pipeline/protocol.py adds the data section)."""
+
     model_config = ConfigDict(extra="forbid")
-    data: ProtocolData
     out: Path
     train: TrainOptions = Field(default_factory=TrainOptions)
     augment: dict[str, Any] = Field(default_factory=dict)          # the "+aug" options (trainers.config.Augment)
     branch_unimodal_weight: float = Field(1.0, gt=0.0)             # the "+branch" weight
-    reliability: dict[str, Any] = Field(default_factory=dict)      # ReliabilityCalibration options
+    reliability: ReliabilityOptions | None = None                  # the "reliability" variant's options
     grid: list[Block] = Field(default_factory=lambda: [Block()], min_length=1)
     bootstrap: int = Field(2000, ge=100)                           # resamples per paired interval
-
-
-def is_protocol_file(path: Path | str) -> bool:
-    data = load_file(Path(path))
-    return isinstance(data, dict) and "protocol" in data
-
-
-def load_protocol_config(path: Path | str) -> ProtocolConfig:
-    """Relative paths are taken from the preset's folder."""
-    path = Path(path)
-    data = load_file(path)
-    config = validate(ProtocolConfig, data.get("protocol") if isinstance(data, dict) else None, str(path))
-    base = path.resolve().parent
-
-    def rel(p: Path) -> Path:
-        return p if p.is_absolute() else base / p
-
-    data_config = config.data.model_copy(update={"fsdd": rel(config.data.fsdd), "mnist": rel(config.data.mnist),
-                                                 "folder": rel(config.data.folder)})
-    return config.model_copy(update={"data": data_config, "out": rel(config.out)})
 
 
 def run_dir(out: Path, regime: str, backbone: str, method: str, seed: int) -> Path:
     return out / "runs" / regime / f"{backbone}-{method}" / f"seed-{seed}"
 
 
-def plan_runs(config: ProtocolConfig, packs: dict[str, Path]) -> list[tuple[str, str, TrainConfig]]:
+def plan_runs(config: ProtocolTraining, packs: dict[str, Path]) -> list[tuple[str, str, TrainConfig]]:
     """(regime, method name, TrainConfig) for every run of the grid, in the grid's order, each once."""
     runs, seen = [], set()
     for block in config.grid:
@@ -125,8 +108,8 @@ def plan_runs(config: ProtocolConfig, packs: dict[str, Path]) -> list[tuple[str,
                             continue
                         seen.add(out)
                         model_options = dict(options.get("model_options") or {})
-                        if calibration == "reliability" and config.reliability:
-                            model_options["reliability"] = config.reliability
+                        if calibration == "reliability" and config.reliability is not None:
+                            model_options["reliability"] = config.reliability.model_dump()
                         run = {**options, "pack": packs[REGIMES[regime]], "out": out, "backbone": backbone,
                                "method": method, "calibration": calibration, "seed": seed,
                                "augment": config.augment if "aug" in extras else None,

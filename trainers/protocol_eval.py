@@ -20,9 +20,9 @@ from trainers.analysis.corruption import feature_std as corruption_std
 from trainers.analysis.detection import detection_metrics, read_perturbations
 from trainers.analysis.removal import perturbed_only, remove, without_perturbed
 from trainers.analysis.runs import collect, load_batches, load_run
+from trainers.checkpoints import write_json_atomic
 from trainers.metrics import classification_metrics, json_safe
 from trainers.protocol import BASELINES
-from trainers.train import write_json_atomic
 
 TEST_SETS = {"test": "standard", "clean": "clean", "pert": "perturbed"}  # test set -> the build it comes from
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -211,7 +211,8 @@ def same_training_baseline(method: str) -> str | None:
     return baseline if base != "none" and baseline in BASELINES else None
 
 
-def verdicts(summary: list[dict], compared: list[dict], methods=("reliability+aug", "reliability+aug+branch")) -> list[dict]:
+def verdicts(summary: list[dict], compared: list[dict],
+             methods=("reliability+aug", "reliability+aug+branch")) -> list[dict]:
     """RESEARCH.md section 4's pass criteria, per method, regime and backbone: AUROC >= 0.8 on pert; the pert
     interval against the same-training baseline (none with the same +aug/+branch) excludes 0; no loss on
     clean (its clean interval reaches 0 or above). Also the interval against the stronger of the two
@@ -222,7 +223,8 @@ def verdicts(summary: list[dict], compared: list[dict], methods=("reliability+au
         if r["method"] not in methods:
             continue
         key = (r["regime"], r["backbone"])
-        against = {c["baseline"]: c for c in compared if (c["regime"], c["backbone"], c["method"]) == (*key, r["method"])}
+        against = {c["baseline"]: c for c in compared
+                   if (c["regime"], c["backbone"], c["method"]) == (*key, r["method"])}
         same = against.get(same_training_baseline(r["method"]))
         if same is None:
             continue
@@ -244,7 +246,8 @@ def write_results(config, runs, evaluations: list[dict]) -> dict:
     compared = comparisons(evaluations, config.bootstrap)
     passed = verdicts(summary, compared)
     per_run = [{**{k: v for k, v in e.items() if k != "sets"},
-                "sets": {name: {k: v for k, v in s.items() if k not in ("ids", "correct")} for name, s in e["sets"].items()}}
+                "sets": {name: {k: v for k, v in s.items() if k not in ("ids", "correct")}
+                         for name, s in e["sets"].items()}}
                for e in evaluations]
     results = rounded(json_safe({"config": config.model_dump(mode="json"), "summary": summary,
                                  "comparisons": compared, "verdicts": passed, "runs": per_run}))
@@ -285,15 +288,16 @@ def results_markdown(results: dict) -> str:
                 continue
             scales = "-" if r.get("scale_perturbed") is None else \
                 f"{r['scale_perturbed']['mean']:.2f} / {r['scale_clean']['mean']:.2f}"
-            lines.append(f"| {r['backbone']} | {r['method']} | {len(r['seeds'])} | {cell(r['test'])} | {cell(r['clean'])} "
-                         f"| {cell(r['pert'])} | {cell(r.get('auroc_all'), 1, 3)} | {cell(r.get('auroc_conflict'), 1, 3)} "
+            lines.append(f"| {r['backbone']} | {r['method']} | {len(r['seeds'])} | {cell(r['test'])} "
+                         f"| {cell(r['clean'])} | {cell(r['pert'])} | {cell(r.get('auroc_all'), 1, 3)} "
+                         f"| {cell(r.get('auroc_conflict'), 1, 3)} "
                          f"| {cell(r.get('auroc_degraded'), 1, 3)} | {cell(r.get('lowest_all'), 1, 2)} | {scales} "
                          f"| {cell(r['ceiling_pert'])} |")
         lines.append("")
     lines += ["## Corruption curves", "",
-              "Feature noise on one modality (0.25, 0.5, 1, 2, 4 x its per-dimension std; severities 1-5), accuracy (%) "
-              "on `test` and, for calibrated runs, the AUROC of the instance scales at finding the noisy modality; "
-              "mean over the three modalities and the seeds.", "",
+              "Feature noise on one modality (0.25, 0.5, 1, 2, 4 x its per-dimension std; severities 1-5), "
+              "accuracy (%) on `test` and, for calibrated runs, the AUROC of the instance scales at finding the noisy "
+              "modality; mean over the three modalities and the seeds.", "",
               "| regime | backbone | method | accuracy at severity 1..5 | AUROC at severity 1..5 |", "|" + " --- |" * 5]
     for r in results["summary"]:
         curves = r["corruption"]

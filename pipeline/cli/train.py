@@ -52,9 +52,10 @@ def experiment(
     A preset with a `protocol:` section (pipeline/presets/avdigits-protocol.yaml) runs the calibration
     protocol instead: it builds the AV-digits test sets it needs (perturbed share 0.0 and 1.0), trains the
     grid, and writes results.json and results.md with paired bootstrap intervals."""
-    from trainers.config import ConfigError, load_experiment_config
+    from pipeline.protocol import is_protocol_file
+    from trainers.config import load_experiment_config
+    from trainers.config_file import ConfigError
     from trainers.experiment import run_experiment, summarize
-    from trainers.protocol import is_protocol_file
 
     if is_protocol_file(config):
         run_protocol_preset(config)
@@ -66,16 +67,15 @@ def experiment(
         fail(str(err))
     print_variants(summarize(runs), title="test split (mean +- std over seeds)")
     if analyse_runs:
-        from trainers.analysis.analyse import analyse as analyse_experiment
+        from pipeline.analysis import analyse as analyse_experiment
 
         analyse_experiment(experiment_config.out, manifest=manifest, raw=manifest is not None)
         console.print(f"analysis: {experiment_config.out / 'analysis'}")
 
 
 def run_protocol_preset(config: Path) -> None:
-    from pipeline.protocol import run_protocol
-    from trainers.config import ConfigError
-    from trainers.protocol import load_protocol_config
+    from pipeline.protocol import load_protocol_config, run_protocol
+    from trainers.config_file import ConfigError
 
     try:
         protocol = load_protocol_config(config)
@@ -114,7 +114,7 @@ def analyse(
 
       precal analyse runs/PACK/late-calibration-paper/seed-0 --manifest avdigits/manifest.csv --store store
     """
-    from trainers.analysis.analyse import analyse as run_analysis
+    from pipeline.analysis import analyse as run_analysis
 
     try:
         chosen = parse_severities(severities)

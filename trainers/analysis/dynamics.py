@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from trainers.data import to_device
+from trainers.batches import to_device
 from trainers.models import FusionModel, per_sample_loss
 
 

@@ -95,5 +95,6 @@ def ceiling_section(run: Run, baseline: Run | None, batches: list[dict], table: 
     for label, r in (("run", run), ("baseline", baseline)):
         if r is not None:
             section[label] = {"as_is": evaluate(r, perturbed)[name],
-                              "removed": evaluate(r, perturbed, lambda b, m=r.modalities: without_perturbed(b, m, table))[name]}
+                              "removed": evaluate(r, perturbed,
+                                                  lambda b, m=r.modalities: without_perturbed(b, m, table))[name]}
     return section

@@ -11,11 +11,14 @@ import torch
 from torch import Tensor
 
 from storage.packinfo import PackInfo, read_pack
+from trainers.batches import BatchSpec
 from trainers.calibration import masked_mean
+from trainers.checkpoints import check_compatible, load_checkpoint, model_from_record
 from trainers.config import TrainConfig
-from trainers.data import BatchSpec, eval_loader
+from trainers.data import eval_loader
+from trainers.epochs import selection_metric
 from trainers.models import FusionModel
-from trainers.train import check_compatible, load_checkpoint, make_model, score, selection_metric
+from trainers.steps import score
 
 Transform = Callable[[dict], dict]
 
@@ -69,10 +72,8 @@ def load_run(path: Path | str) -> Run:
     config = TrainConfig.model_validate(saved["config"])
     info = read_pack(config.pack)
     check_compatible(saved, info, path / "best.pt")
-    model = make_model(config, info, saved["modalities"])
-    model.load_state_dict(saved["model"])
     metrics = json.loads((path / "metrics.json").read_text())
-    return Run(path, metrics, config, model.eval(), info, list(saved["modalities"]), saved["classes"])
+    return Run(path, metrics, config, model_from_record(saved), info, list(saved["modalities"]), saved["classes"])
 
 
 def find_baseline(run: Run) -> Path | None:
