@@ -19,11 +19,22 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pipeline.manifest import read_manifest
+
 FRAMES, FPS, SIZE, RATE = 8, 16, 32, 16_000
 SECONDS = FRAMES / FPS
 # video codec, audio codec, audio rate (FLV takes MP3 at 11.025/22.05/44.1 kHz only)
 CODECS = {".mp4": ("libx264", "aac", RATE), ".flv": ("flv", "libmp3lame", 22_050),
           ".avi": ("mpeg4", "libmp3lame", 22_050)}
+
+
+def samples_of(manifest: Path) -> dict:
+    return read_manifest(manifest, allow_outside_root=True).by_id()
+
+
+def issues(report, kind: str, where: str = "skipped") -> list[str]:
+    """The items of one kind of Issue an import report lists (sorted)."""
+    return sorted(i.item for i in getattr(report, where) if i.kind == kind)
 
 
 def signal(label: str | float) -> tuple[int, float]:
@@ -142,6 +153,17 @@ def build_ave(root: Path, splits: dict[str, list[str]], extra_annotations: tuple
 # ---- CMU-MOSI / MOSEI, MMSA raw layout: label.csv + Raw/<video_id>/<clip_id>.mp4 ------------------
 
 MOSI_HEADER = ("video_id", "clip_id", "text", "label", "label_T", "label_A", "label_V", "annotation", "mode")
+# (video id, clip id, transcript, sentiment, split); the last clip has no transcript
+MOSI_ROWS = [
+    ("03bSnISJMiM", "1", "anyhow it was really good", 2.4, "train"),
+    ("03bSnISJMiM", "2", "i didn't like it, at all", -1.8, "train"),
+    ("0h-zjBukYpk", "1", "the plot was fine", 0.6, "train"),
+    ("0h-zjBukYpk", "2", "quite boring", -0.4, "train"),
+    ("1DmNV9C1hbY", "1", "loved the actors", 1.2, "valid"),
+    ("1DmNV9C1hbY", "2", "too long", -2.2, "valid"),
+    ("2iD-tVS8NPw", "1", "great fun", 2.8, "test"),
+    ("2iD-tVS8NPw", "2", "", -0.6, "test"),
+]
 
 
 def build_mosi(root: Path, rows: list[tuple], *, skip_media: tuple[str, ...] = ()) -> None:
