@@ -106,9 +106,9 @@ def check_failures(failed_share: float, max_failed: float, store: Path) -> None:
     """The one max-failed rule, for `precal extract`, the pipeline's extract stage and the protocol's builds.
 
     Judged on every run, also one with nothing new to extract: failed_share counts this run's failed
-    extractions and rejected manifest rows over everything the run considered, skipped samples included,
-    so an unchanged manifest is judged on the same rows each time and a too-bad data set cannot pass on
-    the run after the one that failed."""
+    extractions and the manifest's rejected rows over everything the run considered, skipped samples
+    included, so a manifest with too many rejected rows fails every run, not only the first. (Judging
+    only runs that extracted something let the next run of the same bad manifest pass and pack it.)"""
     if failed_share > max_failed:
         raise StageError(f"{failed_share:.1%} of extractions failed (above max_failed {max_failed:.1%}); "
                          f"see `precal status --store {store} --failed`")
