@@ -2,13 +2,17 @@
 
 Columns (ARCHITECTURE.md): `sample_id`, `split`, `label`, and any of `video`, `audio` (paths relative
 to the manifest's folder), `text` (the transcript itself), `start`/`end` seconds of a segment.
+The manifest and its media may be fsspec URLs (`s3://bucket/data/manifest.csv`); relative media paths
+are then keys under the manifest's prefix, checked against one listing of it.
 Validation reports every problem at once, each with its row number, instead of stopping at the first.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +21,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from storage import remote
 from storage.layout import SPLITS
+from storage.remote import URL, Location, location
+
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 # Shard members are named `<id>.<modality>.npy` in ustar tar headers of 100 bytes; this leaves room.
 MAX_ID_LENGTH = 80
@@ -38,8 +45,8 @@ class Sample:
     sample_id: str
     split: str
     label: str | float | int
-    video: Path | None = None
-    audio: Path | None = None
+    video: Location | None = None
+    audio: Location | None = None
     text: str | None = None
     start: float | None = None
     end: float | None = None
@@ -55,8 +62,8 @@ class Sample:
 
 @dataclass
 class Manifest:
-    path: Path
-    root: Path
+    path: Location
+    root: Location
     samples: list[Sample] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)  # rows left out when read with strict=False
 
@@ -72,9 +79,10 @@ class Manifest:
         return "classification"
 
 
-def read_rows(path: Path) -> tuple[list[str], list[dict]]:
+def read_rows(where: Location) -> tuple[list[str], list[dict]]:
     """(column names, rows as dicts) of a CSV, JSONL or Parquet manifest."""
-    suffix = path.suffix.lower()
+    suffix = where.suffix.lower()
+    path = where if isinstance(where, Path) else io.BytesIO(remote.read_bytes(where))
     if suffix in (".jsonl", ".json", ".ndjson"):
         return _read_jsonl(path)
     if suffix == ".csv":
@@ -83,25 +91,29 @@ def read_rows(path: Path) -> tuple[list[str], list[dict]]:
         # field means "no value"; a quoted "" is an explicit (empty) transcript.
         with pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(check_utf8=False)) as reader:
             names = reader.schema.names
+        if not isinstance(path, Path):
+            path.seek(0)
         opts = pacsv.ConvertOptions(column_types={n: pa.binary() for n in names}, strings_can_be_null=True,
                                     quoted_strings_can_be_null=False, check_utf8=False)
         table = pacsv.read_csv(path, convert_options=opts)
     elif suffix == ".parquet":
         table = pq.read_table(path)
     else:
-        raise ManifestError(path, [f"unknown manifest format {suffix!r}: use .csv, .jsonl or .parquet"])
+        raise ManifestError(where, [f"unknown manifest format {suffix!r}: use .csv, .jsonl or .parquet"])
     return table.column_names, table.to_pylist()
 
 
 UNPARSED = "__unparsed__"  # key of a JSONL row that could not be read, holding why
 
 
-def _read_jsonl(path: Path) -> tuple[list[str], list[dict]]:
+def _read_jsonl(path: Path | io.BytesIO) -> tuple[list[str], list[dict]]:
     """One JSON object per line, each row keeping its own value types: pyarrow's reader wants one type
     per column and rejected the whole file when one label was a number and another a string. A line
     that is not a JSON object stays a row, reported by number like any other bad row."""
     rows = []
-    with open(path, encoding="utf-8", errors="replace") as f:
+    opened = open(path, encoding="utf-8", errors="replace") if isinstance(path, Path) else \
+        io.TextIOWrapper(path, encoding="utf-8", errors="replace")
+    with opened as f:
         for line in f:
             if not line.strip():
                 continue
@@ -114,32 +126,34 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[dict]]:
     return columns, rows
 
 
-def read_manifest(path: str | Path, *, allow_outside_root: bool = False, check_files: bool = True,
+def read_manifest(path: str | Path | URL, *, allow_outside_root: bool = False, check_files: bool = True,
                   strict: bool = True) -> Manifest:
     """Read and validate a manifest; raise ManifestError listing every problem.
 
     With strict=False, rows with problems are left out and listed in `Manifest.rejected` instead, so
     that extraction goes on with every good sample; the error is raised only if no row is usable.
     """
-    path = Path(path)
+    path = location(path)
     if not path.is_file():
         raise ManifestError(path, ["the manifest file does not exist"])
     try:
         columns, rows = read_rows(path)
     except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as err:
         raise ManifestError(path, [f"cannot be parsed: {err}"]) from err
-    root = path.parent.resolve()
+    root = path.parent.resolve() if isinstance(path, Path) else path.parent
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise ManifestError(path, [f"missing required column(s): {', '.join(missing)}"])
     problems: list[str] = []
     samples, seen = [], {}
+    media = MediaRoot(root, allow_outside_root, check_files)
     for i, row in enumerate(rows, start=1):
-        sample = _parse_row(row, i, root, allow_outside_root, check_files, problems)
+        sample = _parse_row(row, i, media, problems)
         if sample is None:
             continue
         if sample.sample_id in seen:
-            problems.append(f"row {i}: duplicate sample_id {sample.sample_id!r} (first at row {seen[sample.sample_id]})")
+            first = seen[sample.sample_id]
+            problems.append(f"row {i}: duplicate sample_id {sample.sample_id!r} (first at row {first})")
             continue
         seen[sample.sample_id] = i
         samples.append(sample)
@@ -151,7 +165,8 @@ def read_manifest(path: str | Path, *, allow_outside_root: bool = False, check_f
 
 
 def _blank(value) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and math.isnan(value))
+    return (value is None or (isinstance(value, str) and not value.strip())
+            or (isinstance(value, float) and math.isnan(value)))
 
 
 def _decode(row: dict, i: int, problems: list[str]) -> dict:
@@ -168,7 +183,7 @@ def _decode(row: dict, i: int, problems: list[str]) -> dict:
     return decoded
 
 
-def _parse_row(row: dict, i: int, root: Path, allow_outside: bool, check_files: bool, problems: list[str]) -> Sample | None:
+def _parse_row(row: dict, i: int, media_root: MediaRoot, problems: list[str]) -> Sample | None:
     if UNPARSED in row:
         problems.append(f"row {i}: {row[UNPARSED]}")
         return None
@@ -188,7 +203,7 @@ def _parse_row(row: dict, i: int, root: Path, allow_outside: bool, check_files: 
         problems.append(f"row {i}: label is empty")
     elif isinstance(label, float) and not math.isfinite(label):
         problems.append(f"row {i}: label {row.get('label')!r} is not a finite number")
-    media = {m: _resolve(row.get(m), m, i, root, allow_outside, check_files, problems) for m in ("video", "audio")}
+    media = {m: media_root.resolve(row.get(m), m, i, problems) for m in ("video", "audio")}
     text = None if row.get("text") is None else str(row["text"])
     start, end = (_parse_time(row.get(k), k, i, problems) for k in ("start", "end"))
     if start is not None and end is not None and end <= start:
@@ -234,17 +249,46 @@ def _parse_time(value, name: str, i: int, problems: list[str]) -> float | None:
     return seconds
 
 
-def _resolve(value, column: str, i: int, root: Path, allow_outside: bool, check_files: bool, problems: list[str]) -> Path | None:
-    if _blank(value):
-        return None
-    path = (root / str(value).strip()).resolve()
-    if not allow_outside and not path.is_relative_to(root):
-        problems.append(f"row {i}: {column} path {value!r} escapes the dataset root {root} (pass --allow-outside-root to permit)")
-        return None
-    if check_files and not path.is_file():
-        problems.append(f"row {i}: {column} file {value!r} does not exist")
-        return None
-    return path
+class MediaRoot:
+    """Resolves a row's media paths against the manifest's folder (a local folder or a URL prefix)."""
+
+    def __init__(self, root: Location, allow_outside: bool, check_files: bool):
+        self.root, self.allow_outside, self.check_files = root, allow_outside, check_files
+        self._listed: set[Location] | None = None
+
+    def resolve(self, value, column: str, i: int, problems: list[str]) -> Location | None:
+        if _blank(value):
+            return None
+        path = self._join(str(value).strip())
+        if not self.allow_outside and not self._inside(path):
+            problems.append(f"row {i}: {column} path {value!r} escapes the dataset root {self.root} "
+                            "(pass --allow-outside-root to permit)")
+            return None
+        if self.check_files and not self._is_file(path):
+            problems.append(f"row {i}: {column} file {value!r} does not exist")
+            return None
+        return path
+
+    def _join(self, value: str) -> Location:
+        if "://" in value:
+            return location(value)
+        if isinstance(self.root, Path):
+            return (self.root / value).resolve()
+        return URL(f"{self.root.protocol}://{posixpath.normpath(posixpath.join(self.root.key, value))}")
+
+    def _inside(self, path: Location) -> bool:
+        if isinstance(self.root, Path):
+            return isinstance(path, Path) and path.is_relative_to(self.root)
+        return isinstance(path, URL) and path.protocol == self.root.protocol and \
+            path.key.startswith(self.root.key + "/")
+
+    def _is_file(self, path: Location) -> bool:
+        """A local file, or an object of the manifest's prefix (one listing for all rows, not a request each)."""
+        if isinstance(path, Path) or not self._inside(path):
+            return path.is_file()
+        if self._listed is None:
+            self._listed = set(remote.files_under(self.root))
+        return path in self._listed
 
 
 def write_manifest(samples: list[dict], path: Path) -> Path:

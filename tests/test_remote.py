@@ -107,3 +107,23 @@ def test_the_server_counts_requests_by_type(s3):
     remote.read_bytes(key)
     after = s3.requests()
     assert after["PUT"] - before["PUT"] == 1 and after["GET"] - before["GET"] >= 1
+
+
+def test_a_manifest_in_a_bucket_names_media_in_the_bucket(s3, tmp_path):
+    from pipeline.manifest import ManifestError, read_manifest
+
+    root = URL(s3.new_prefix())
+    remote.put(root / "data/clips/a.mp4", b"not really a video")
+    remote.put(root / "data/manifest.csv", b"sample_id,split,label,video,text\n"
+               b"a,train,1,clips/a.mp4,hello\nb,test,2,,only text\n")
+    manifest = read_manifest(str(root / "data/manifest.csv"))
+    assert manifest.root == root / "data"
+    assert [s.video for s in manifest.samples] == [root / "data/clips/a.mp4", None]
+    remote.put(root / "data/bad.jsonl", b'{"sample_id": "a", "split": "train", "label": 1, "video": "clips/gone.mp4"}\n'
+               b'{"sample_id": "b", "split": "train", "label": 1, "video": "../../elsewhere.mp4"}\n')
+    with pytest.raises(ManifestError) as err:
+        read_manifest(str(root / "data/bad.jsonl"))
+    assert "row 1: video file 'clips/gone.mp4' does not exist" in str(err.value)
+    assert "row 2: video path '../../elsewhere.mp4' escapes the dataset root" in str(err.value)
+    with pytest.raises(ManifestError, match="does not exist"):
+        read_manifest(str(root / "data/none.csv"))
