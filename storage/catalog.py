@@ -60,7 +60,8 @@ class CatalogRow:
 
     @classmethod
     def from_dict(cls, row: dict) -> CatalogRow:
-        return cls(**{f.name: row[f.name] for f in fields(cls) if f.name in row})
+        known = {f.name: row[f.name] for f in fields(cls) if f.name in row}
+        return cls(**{**known, "shape": tuple(known.get("shape") or ())})
 
     def to_dict(self, stamp: datetime) -> dict:
         row = asdict(self)
