@@ -5,8 +5,7 @@ classes and the task, beside the training config and the pack id it was trained 
 """
 from __future__ import annotations
 
-import json
-import os
+import io
 import pickle
 import re
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from storage.atomic import write_bytes_atomic
+from storage.atomic import write_json_atomic as write_json
 from storage.packinfo import PackInfo
 from trainers.config import TrainConfig
 from trainers.config_file import ConfigError
@@ -27,14 +28,11 @@ RESUMABLE_CHANGES = {"epochs", "num_workers", "device", "amp", "out", "pack"}
 
 
 def save_atomic(obj, path: Path) -> None:
-    """Write to a temporary name, fsync, then rename: neither a kill nor a power cut (which can persist the
-    rename before the bytes) leaves a half-written file under `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """torch.save, whole or not at all (storage/atomic.py): neither a kill nor a power cut leaves a
+    half-written file under `path`."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 class CheckpointError(ValueError):
@@ -50,9 +48,7 @@ def load_checkpoint(path: Path | str) -> dict:
 
 def write_json_atomic(obj, path: Path) -> None:
     """NaN and infinities become null: JSON has no spelling for them, and strict readers refuse Python's."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False))
-    os.replace(tmp, path)
+    write_json(path, json_safe(obj), indent=2)
 
 
 CHECKPOINT_NAME = re.compile(r"epoch-(\d+)\.pt")

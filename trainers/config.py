@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from storage.layout import MODALITIES
 from trainers.backbones import BACKBONES
 from trainers.config_file import load_file, relative_to, validate
 from trainers.model_config import ModelConfig, ModelOptions, check_name
@@ -18,7 +19,6 @@ from trainers.models import CALIBRATIONS, METHODS
 
 Backbone = Literal[tuple(BACKBONES.names())]
 Method = Literal[tuple(METHODS.names())]
-MODALITIES = ("audio", "text", "video")
 DEFAULT_BACKBONES = ("late", "conv", "mult")
 DEFAULT_METHODS = ("none", "calibration", "gate", "ogm_ge")
 

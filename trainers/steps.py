@@ -71,7 +71,8 @@ def train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optim
 def branch_loss(output, batch: dict) -> torch.Tensor:
     """Mean loss of each branch's own logits (the head on its block alone) over the present (sample,
     modality) pairs: `branch_unimodal_weight` asks every branch to be useful on its own."""
-    losses = torch.stack([per_sample_loss(logits.float(), batch["target"]) for logits in output.unimodal_logits.values()], 1)
+    losses = torch.stack([per_sample_loss(logits.float(), batch["target"])
+                          for logits in output.unimodal_logits.values()], 1)
     weight = batch["present"].to(losses.dtype)
     return (losses * weight).sum() / weight.sum().clamp_min(1)
 

@@ -3,12 +3,15 @@
 Run alone (`train(config)`) or under torchrun (`python -m torch.distributed.run --nproc_per_node N
 -m trainers.train CONFIG`; gloo on CPU, nccl on GPU). Rank 0 evaluates, checkpoints and writes:
   <out>/checkpoints/epoch-NNN.pt   the last two epochs: model, optimizer, history, best so far, config
-  <out>/best.pt                    the weights of the epoch with the best validation metric
+  <out>/best.pt                    the model of the epoch with the best validation metric
   <out>/metrics.json               {"valid", "test", "best_epoch", "history", "config", ...}
 A killed run started again with the same config resumes from its latest checkpoint and ends exactly
 where an uninterrupted run would: every epoch reseeds all RNGs from (seed, epoch, rank) and reads a
 data stream that depends on (seed, epoch) only (see trainers/data.py), so no RNG state needs saving.
-Checkpoints hold plain state dicts and are loaded with weights_only=True.
+Checkpoints (trainers/checkpoints.py) hold plain state dicts, are loaded with weights_only=True, and
+rebuild their model without the pack (`load_model`). The pieces: trainers/runtime.py (processes, devices,
+seeding), trainers/steps.py (optimiser steps, an epoch, predictions), trainers/epochs.py (history, best
+epoch, end-of-epoch checkpoints).
 """
 from __future__ import annotations
 
