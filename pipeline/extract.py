@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from extractors import EncoderSpec
 from pipeline.config import ExtractConfig
 from pipeline.manifest import Manifest, Sample
+from pipeline.spec_cache import spec_for
 from storage.atomic import write_bytes_atomic
 from storage.catalog import Catalog
 from storage.features import FeatureSet, FeatureWriter, UnstorableError
@@ -240,5 +241,7 @@ def run_extraction(manifest: Manifest, store: Path, config: ExtractConfig, *, wa
 
 
 def selection_for(store: Path, config: ExtractConfig) -> dict[str, str]:
-    """{modality: fingerprint} of the encoders the config chooses (what pack should gather); loads no model."""
-    return {m: store_fingerprint(choose_spec(m, c.name, c.options), config.dtype) for m, c in config.modalities.items()}
+    """{modality: fingerprint} of the encoders the config chooses (what pack should gather); loads no model,
+    and builds no encoder whose spec the store has cached."""
+    return {m: store_fingerprint(spec_for(store, m, c.name, c.options), config.dtype)
+            for m, c in config.modalities.items()}
