@@ -53,3 +53,19 @@ def test_experiment_config(tmp_path):
 def test_train_config_is_plain_data():
     config = TrainConfig(pack="p", out="o")
     assert TrainConfig.model_validate(config.model_dump(mode="json")) == config
+
+
+def test_the_model_part_is_typed():
+    config = validate(TrainConfig, {"pack": "p", "out": "o", "backbone": "conv", "method": "calibration",
+                                    "calibration": "reliability", "hidden": 8,
+                                    "model_options": {"kernel": 5, "reliability": {"scale_loss": "tcp"}}})
+    model = config.architecture
+    assert (model.backbone, model.method, model.calibration, model.hidden) == ("conv", "calibration", "reliability", 8)
+    assert model.options.kernel == 5 and model.options.reliability.scale_loss == "tcp"
+    assert model.options.reliability.evidence_hidden == 64  # the default of ReliabilityCalibration
+    with pytest.raises(ConfigError, match=r"model_options\.kernal: Extra inputs"):
+        validate(TrainConfig, {"pack": "p", "out": "o", "model_options": {"kernal": 5}})
+    with pytest.raises(ConfigError, match=r"model_options\.reliability\.scale_loss"):
+        validate(TrainConfig, {"pack": "p", "out": "o", "model_options": {"reliability": {"scale_loss": "l2"}}})
+    with pytest.raises(ConfigError, match="calibration: unknown calibration variant 'magic'; registered: aux, paper"):
+        validate(TrainConfig, {"pack": "p", "out": "o", "calibration": "magic"})
