@@ -141,18 +141,11 @@ def register(modality: str, name: str):
     return _BUILDERS[modality].register(name)
 
 
-def builders() -> dict[str, Registry[Callable[..., Encoder]]]:
-    """Every registered builder: the encoder modules register theirs when imported, here on first need."""
-    from . import audio, text, video  # noqa: F401
-
-    return _BUILDERS
-
-
 def get_encoder(modality: str, name: str | None = None, **options) -> Encoder:
     """Build a registered encoder (its model loads on first use); name None is the modality's offline default."""
     if modality not in _BUILDERS:
         raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(DEFAULTS)}")
-    return builders()[modality].get(name or DEFAULTS[modality])(**options)
+    return _BUILDERS[modality].get(name or DEFAULTS[modality])(**options)
 
 
 def encoder_spec(modality: str, name: str | None = None, **options) -> EncoderSpec:
@@ -161,7 +154,7 @@ def encoder_spec(modality: str, name: str | None = None, **options) -> EncoderSp
 
 
 def list_encoders() -> dict[str, list[str]]:
-    return {m: registry.names() for m, registry in builders().items()}
+    return {m: registry.names() for m, registry in _BUILDERS.items()}
 
 
 def padding_groups(lengths: list[int]) -> list[list[int]]:
@@ -187,3 +180,7 @@ def unpad(padded: torch.Tensor, lengths: list[int]) -> list[np.ndarray]:
     """[B, T, D] device tensor -> per-item float32 numpy [length_i, D], one device-to-host copy."""
     host = padded.float().cpu().numpy()
     return [host[i, :n] for i, n in enumerate(lengths)]
+
+
+# The built-in encoders register themselves when imported; they need the names above, so they come last.
+from . import audio, text, video  # noqa: E402, F401
