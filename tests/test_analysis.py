@@ -280,6 +280,34 @@ def test_cli_analyses_an_experiment_folder(analysed):
     assert "calibration_detection_auroc" not in json.loads((analysed["none"] / "metrics.json").read_text())
 
 
+def test_raw_level_corruption_comes_from_the_builder_it_is_given(analysed):
+    """trainers reads no media: the raw variants come from the caller's builder, and its refusal is a note."""
+    asked = []
+
+    def unavailable(info, sample_ids, folder):
+        asked.append((info.pack_id, sample_ids, folder))
+        raise ValueError("/elsewhere is not a feature store; pass --store (the store the pack was made in).")
+
+    run = analysed["reliability"]
+    result = analyse_run(run, variants=unavailable, severities=(1,), tsne_points=50, publish=False, progress=False)
+    pack_id = json.loads((run / "metrics.json").read_text())["pack_id"]
+    assert [(p, len(ids), folder) for p, ids, folder in asked] == [(pack_id, 36, run / "analysis" / "variants")]
+    assert result["raw_corruption"] is None
+    assert "Raw-level corruption skipped: /elsewhere is not a feature store; pass --store (the store the pack was " \
+           "made in)." in result["notes"]
+
+
+def test_variants_need_the_feature_store_the_pack_was_made_in(tmp_path):
+    from pipeline.analysis import variant_builder
+    from storage.packinfo import PackInfo
+
+    info = PackInfo(tmp_path / "store" / "packed" / "p1", "p1", "classification", ["a", "b"], {"audio": 4},
+                    {"audio": "f"}, {})
+    build = variant_builder(tmp_path / "manifest.csv", None, (1,), 1, False)
+    with pytest.raises(ValueError, match=f"{tmp_path / 'store'} is not a feature store; pass --store"):
+        build(info, ["s1"], tmp_path / "variants")
+
+
 # ---- raw-level variants ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
