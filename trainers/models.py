@@ -2,7 +2,9 @@
 
 Methods: "none" (the backbone alone), "calibration" (ContextualCalibration, or ReliabilityCalibration for the
 "reliability" variant, on the inputs), "gate" (a learned sigmoid gate on the fused vector), "ogm_ge" (the
-backbone alone; the training loop calls ogm_ge_modulate between backward and step).
+backbone alone; the training loop calls ogm_ge_modulate between backward and step). Backbones
+(trainers/backbones.py), methods and calibration variants are registries (storage/registry.py): a new one is
+registered under its own name, and a taken name is refused.
 """
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ METHODS.register("calibration")(Method(calibrated=True))
 METHODS.register("gate")(Method(gated=True))
 METHODS.register("ogm_ge")(Method(modulates_gradients=True))
 
+# (dims, num_outputs, *, width, shift, dropout, reliability options) -> the calibration module
 CalibrationBuilder = Callable[..., nn.Module]
 CALIBRATIONS: Registry[CalibrationBuilder] = Registry("calibration variant")
 
