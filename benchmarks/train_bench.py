@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from storage.layout import pack_file, pack_shard_name  # noqa: E402
 from storage.packinfo import read_pack  # noqa: E402
 from storage.shards import json_bytes, npy_bytes, write_shard  # noqa: E402
 from trainers.batches import choose_modalities, to_device  # noqa: E402
@@ -53,7 +54,7 @@ def write_synthetic_pack(root: Path, train: int, shard_size: int = 500) -> Path:
     for split, count in {"train": train, "valid": 64, "test": 64}.items():
         shards = []
         for n, start in enumerate(range(0, count, shard_size)):
-            name = f"{split}-{n:06d}.tar"
+            name = pack_shard_name(split, n)
             write_shard(root / name, (synthetic_sample(rng, f"{split}_{i:06d}", split)
                                       for i in range(start, min(start + shard_size, count))))
             shards.append(name)
@@ -62,7 +63,7 @@ def write_synthetic_pack(root: Path, train: int, shard_size: int = 500) -> Path:
             "modalities": {m: {"dim": dim, "encoder": "synthetic", "fingerprint": "0" * 16}
                            for m, (_, dim) in SHAPES.items()},
             "splits": splits}
-    (root / "pack.json").write_text(json.dumps(meta))
+    pack_file(root).write_text(json.dumps(meta))
     return root
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.variants import build_variants
+from storage.layout import Store
 from storage.packinfo import PackInfo
 from trainers.analysis.analyse import VariantBuilder
 from trainers.analysis.analyse import analyse as analyse_packs
@@ -24,10 +25,11 @@ def variant_builder(manifest: Path, store: Path | None, severities, num_workers:
     STORE/packed/<pack-id>)."""
 
     def build(info: PackInfo, sample_ids: list[str], folder: Path) -> list[dict]:
-        feature_store = Path(store) if store else info.path.parent.parent
-        if not (feature_store / "catalog").is_dir():
-            raise ValueError(f"{feature_store} is not a feature store; pass --store (the store the pack was made in).")
-        return build_variants(manifest, feature_store, info, sample_ids, folder, severities=severities,
+        feature_store = Store(store) if store else Store.holding_pack(info.path)
+        if not feature_store.catalog_dir.is_dir():
+            raise ValueError(f"{feature_store.root} is not a feature store; pass --store (the store the pack was "
+                             "made in).")
+        return build_variants(manifest, feature_store.root, info, sample_ids, folder, severities=severities,
                               num_workers=num_workers, progress=progress)
 
     return build

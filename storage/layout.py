@@ -52,6 +52,11 @@ class Store:
     def __init__(self, root: Path | str):
         self.root = Path(root)
 
+    @classmethod
+    def holding_pack(cls, pack_dir: Path) -> Store:
+        """The store a pack folder (`<store>/packed/<pack-id>`) was made in."""
+        return cls(Path(pack_dir).parent.parent)
+
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
 

@@ -28,7 +28,7 @@ from pipeline.datasets.avdigits_sources import (
     mnist_partition,
 )
 
-MODALITIES = ("video", "audio", "text")
+PERTURBED_MODALITIES = ("video", "audio", "text")  # in this order: the seeded draw picks by index
 KINDS = ("conflict", "degraded")
 SNR_CHOICES_DB = (-10, -5)
 TEMPLATES = (
@@ -155,7 +155,7 @@ def _plan_sample(rec: Recording, image: int, perturbed: bool, by_cell, pools, rn
                            perturbation=Perturbation(), render_seed=int(rng.integers(2**31)))
     if not perturbed:
         return sample
-    modality, kind = MODALITIES[rng.integers(3)], KINDS[rng.integers(2)]
+    modality, kind = PERTURBED_MODALITIES[rng.integers(3)], KINDS[rng.integers(2)]
     if kind == "conflict":
         return _conflict(sample, modality, template, by_cell, pools, rng)
     return _degrade(sample, modality, rng)

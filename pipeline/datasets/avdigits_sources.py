@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-SPLITS = ("train", "valid", "test")
+from storage.layout import SPLITS
 DIGITS = tuple(range(10))
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIGIT_SIZE = 28
