@@ -23,7 +23,7 @@ from pipeline.extract import ModalitySummary
 from pipeline.extract_chunks import ExtractionPlan, ModalityPlan, extract_chunk, merge_summaries, plan_extraction
 from pipeline.manifest import read_manifest
 from pipeline.stage_records import read_stages
-from pipeline.stages import STAGES, experiment_for, prepare_run
+from pipeline.stages import STAGES, StageError, experiment_for, prepare_run
 from storage.catalog import Catalog
 from tests.orchestration_helpers import split_subset, write_config
 from trainers.config import load_experiment_config
@@ -180,6 +180,19 @@ def test_bad_manifest_rows_are_rejected_and_the_rest_extracted(tmp_path):
     assert statuses(again) == {"extract": "skipped"}  # the rejected row does not fail a run with nothing new
     report = extract_flow(str(manifest), str(tmp_path / "store2"), ExtractConfig(modalities={"text": {}}))
     assert "row 7: sample_id 'bad id!'" in report["rejected"][0]
+
+
+def test_too_many_rejected_rows_fail_every_run_not_only_the_first(tmp_path):
+    manifest = split_subset(tmp_path, {"train": 4}, media=False)
+    with open(manifest, "a") as f:
+        f.write("bad id!,train,1,,,some words\n")
+    config = write_config(tmp_path, {"text": {}}, max_failed=0.1)
+    for _ in range(2):  # the second run has nothing new to extract and is judged the same
+        with pytest.raises(StageError, match=r"20.0% of extractions failed \(above max_failed 10.0%\)"):
+            pipeline_flow(str(config), stages=["extract"])
+    args = ["extract", "--manifest", str(manifest), "--store", str(tmp_path / "store"), "-m", "text"]
+    outcome = CliRunner().invoke(app, [*args, "--max-failed", "0.1"])
+    assert outcome.exit_code == 1 and "above max_failed 10.0%" in outcome.output, outcome.output
 
 
 def test_extract_command_still_works_in_chunks(tmp_path):
