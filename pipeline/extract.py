@@ -52,6 +52,7 @@ class ModalitySummary:
 class Todo:
     sample: Sample
     content_hash: str
+    reuse: dict | None = None  # an ok row of another sample with this content: no extraction, a row of its own
 
 
 def store_fingerprint(encoder: Encoder | EncoderSpec, dtype: str) -> str:
@@ -61,48 +62,47 @@ def store_fingerprint(encoder: Encoder | EncoderSpec, dtype: str) -> str:
 
 def plan(manifest: Manifest, store: Path, encoder: Encoder | EncoderSpec, dtype: str, *, retry_failed: bool = False,
          latest: list[dict] | None = None, files: FileHashCache | None = None) -> tuple[list[Todo], int]:
-    """Samples of this modality that still need extracting, and how many are already done."""
+    """Samples of this modality that still need a catalog row, and how many need no extraction.
+
+    Keyed by (content hash, fingerprint): a sample whose own row has its content, `ok` with the shard
+    intact (or `failed`, unless failures are retried), is done. A sample whose content another sample
+    already has `ok` (a renamed clip, an unchanged modality of a corrupted variant, a repeated transcript)
+    is not extracted again: its Todo carries that row to reuse, and it counts as skipped."""
     fingerprint = store_fingerprint(encoder, dtype)
     files = files or FileHashCache(Store(store).file_hashes)
     rows = latest if latest is not None else Catalog(store).latest()
-    done = _done_contents(store, [r for r in rows if r["modality"] == encoder.modality
-                                  and r["fingerprint"] == fingerprint], retry_failed)
+    mine = [r for r in rows if r["modality"] == encoder.modality and r["fingerprint"] == fingerprint]
+    intact = _intact(store, mine)
+    own = {r["sample_id"]: r for r in mine}
+    reusable = {r["content_hash"]: r for r in mine if intact(r)}
     todo, skipped = [], 0
     for sample in manifest.samples:
         if not sample.has(encoder.modality):
             continue
         digest = content_hash(encoder.modality, sample, files)
-        if digest in done:
+        row = own.get(sample.sample_id)
+        if row and row["content_hash"] == digest and (intact(row) or (row["status"] == "failed" and not retry_failed)):
             skipped += 1
-        else:
-            todo.append(Todo(sample, digest))
+            continue
+        todo.append(Todo(sample, digest, reusable.get(digest)))
+        skipped += digest in reusable
     return todo, skipped
 
 
-def _done_contents(store: Path, rows: list[dict], retry_failed: bool) -> set[str]:
-    """Content hashes that need no extraction with this fingerprint, whichever sample id they were
-    extracted under: `ok` with the shard still there (same size), or `failed` unless failures are retried."""
-    layout, present = Store(store), {}
-    done = set()
-    for row in rows:
-        if row["status"] == "failed":
-            if not retry_failed:
-                done.add(row["content_hash"])
-            continue
-        if row["shard"] not in present:
-            shard = layout.shard_path(row["shard"])
-            present[row["shard"]] = shard.stat().st_size if shard.is_file() else None
-        if present[row["shard"]] == row["shard_bytes"]:
-            done.add(row["content_hash"])
-    return done
+def _intact(store: Path, rows: list[dict]):
+    """A test of whether an ok row's shard is still there with its recorded size (one stat per shard)."""
+    layout, sizes = Store(store), {}
+    for shard in {r["shard"] for r in rows if r["status"] == "ok"}:
+        path = layout.shard_path(shard)
+        sizes[shard] = path.stat().st_size if path.is_file() else None
+    return lambda row: row["status"] == "ok" and sizes[row["shard"]] == row["shard_bytes"]
 
 
 def extract_modality(todo: list[Todo], encoder: Encoder, store: Path, *, dtype: str = "float16",
                      shard_size: int = 256, batch_size: int = 16, num_workers: int = 0,
                      device: str = "auto", progress: bool = True) -> ModalitySummary:
-    """Extract `todo` with one encoder, committing a shard (then its catalog rows) every `shard_size` samples."""
-    from extractors import DecodeError, extract_features  # torch: only where features are computed
-
+    """Extract `todo` with one encoder, committing a shard (then its catalog rows) every `shard_size` samples;
+    samples whose content is already stored get rows reusing it (the model loads only if some remain)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     fingerprint = store_fingerprint(encoder, dtype)
@@ -110,10 +110,28 @@ def extract_modality(todo: list[Todo], encoder: Encoder, store: Path, *, dtype: 
     if not todo:
         return summary
     started = time.perf_counter()
-    hashes = {t.sample.sample_id: t.content_hash for t in todo}
     writer = FeatureWriter(store, FeatureSet(encoder.modality, encoder.name, fingerprint, dtype), shard_size)
-    results = extract_features([t.sample for t in todo], encoder, batch_size=batch_size,
-                               num_workers=num_workers, device=device)
+    for reused in (t for t in todo if t.reuse):
+        writer.reuse(reused.sample.sample_id, reused.content_hash, reused.reuse)
+    fresh = [t for t in todo if not t.reuse]
+    if fresh:
+        _extract_into(writer, fresh, encoder, summary, batch_size=batch_size, num_workers=num_workers,
+                      device=device, progress=progress)
+    writer.close()
+    summary.ok, summary.failed, summary.shards_written = writer.ok, writer.failed, writer.shards_written
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _extract_into(writer: FeatureWriter, todo: list[Todo], encoder: Encoder, summary: ModalitySummary,
+                  **settings) -> None:
+    """Features of `todo` into the writer; a sample that cannot be decoded or stored becomes a failure."""
+    from extractors import DecodeError, extract_features  # torch: only where features are computed
+
+    progress = settings.pop("progress")
+    hashes = {t.sample.sample_id: t.content_hash for t in todo}
+    dtype = writer.features.dtype
+    results = extract_features([t.sample for t in todo], encoder, **settings)
     bar = tqdm(results, total=len(todo), desc=f"extract {encoder.modality}:{encoder.name}", disable=not progress, unit="clip")
     # closing: on any error (a full disk, say) the decoding workers stop now, not when the traceback is freed
     with contextlib.closing(results):
@@ -127,10 +145,6 @@ def extract_modality(todo: list[Todo], encoder: Encoder, store: Path, *, dtype: 
             except (DecodeError, UnstorableError) as problem:  # this sample fails, not its chunk
                 writer.fail(sample.sample_id, digest, str(problem))
                 summary.errors.append(f"{sample.sample_id}: {problem}")
-        writer.close()
-    summary.ok, summary.failed, summary.shards_written = writer.ok, writer.failed, writer.shards_written
-    summary.seconds = time.perf_counter() - started
-    return summary
 
 
 FLOAT16_OVERFLOW = 65520.0  # the smallest magnitude float16 rounds to infinity

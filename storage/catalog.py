@@ -29,6 +29,7 @@ SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error", pa.string()),
         ("shard", pa.string()),
+        ("member", pa.string()),
         ("shape", pa.list_(pa.int64())),
         ("dtype", pa.string()),
         ("shard_sha256", pa.string()),
@@ -52,6 +53,7 @@ class CatalogRow:
     status: str  # "ok" | "failed"
     error: str = ""
     shard: str = ""
+    member: str = ""  # the shard member's key when it is not sample_id (a content another sample had first)
     shape: tuple[int, ...] = ()
     dtype: str = ""
     shard_sha256: str = ""
@@ -61,12 +63,18 @@ class CatalogRow:
     @classmethod
     def from_dict(cls, row: dict) -> CatalogRow:
         known = {f.name: row[f.name] for f in fields(cls) if f.name in row}
-        return cls(**{**known, "shape": tuple(known.get("shape") or ())})
+        return cls(**{**known, "shape": tuple(known.get("shape") or ()), "member": known.get("member") or ""})
 
     def to_dict(self, stamp: datetime) -> dict:
         row = asdict(self)
         row["shape"], row["created_at"] = list(self.shape), self.created_at or stamp
         return row
+
+
+def member_of(row: dict) -> str:
+    """The key of the shard member that holds an ok row's features (parts written before precal kept
+    `member` read it as empty: the sample's own id)."""
+    return row.get("member") or row["sample_id"]
 
 
 class CatalogError(RuntimeError):

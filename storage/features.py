@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.catalog import Catalog, CatalogRow
+from storage.catalog import Catalog, CatalogRow, member_of
 from storage.layout import Store
 from storage.shards import check_member_names, json_bytes, npy_bytes, write_shard
 
@@ -38,14 +38,15 @@ class FeatureSet:
 class FeatureWriter:
     """Buffers samples of one FeatureSet and commits them `shard_size` at a time: shard, then rows.
 
-    `add` stores a sample's array, `fail` records why a sample has none; `close` commits what is left.
+    `add` stores a sample's array, `reuse` points a sample at features its content already has, `fail`
+    records why a sample has none; `close` commits what is left.
     Whatever was buffered when an error stops the caller is dropped, never half-committed."""
 
     def __init__(self, store: Path, features: FeatureSet, shard_size: int):
         self.layout, self.features, self.shard_size = Store(store), features, shard_size
         self.catalog = Catalog(store)
         self._samples: list[tuple[str, dict[str, bytes]]] = []
-        self._rows: list[CatalogRow] = []  # ok rows waiting for their shard, failed rows for the next commit
+        self._rows: list[CatalogRow] = []  # ok rows waiting for their shard (no shard yet), reused and failed rows
         self.ok = self.failed = self.shards_written = 0
 
     def add(self, sample_id: str, content_hash: str, array: np.ndarray, timestamps=None) -> None:
@@ -67,6 +68,13 @@ class FeatureWriter:
         if len(self._samples) >= self.shard_size:
             self.commit()
 
+    def reuse(self, sample_id: str, content_hash: str, row: dict) -> None:
+        """Record that this sample's features are those of an ok `row` with the same content and fingerprint
+        (extracted under another id): a row of its own naming that row's shard and member, nothing written."""
+        self._rows.append(self.features.row(sample_id, content_hash, status="ok", shard=row["shard"],
+                                            member=member_of(row), shape=tuple(row["shape"]), dtype=row["dtype"],
+                                            shard_sha256=row["shard_sha256"], shard_bytes=row["shard_bytes"]))
+
     def fail(self, sample_id: str, content_hash: str, reason: str) -> None:
         """Record that this sample has no features, and why (written with the next commit)."""
         self._rows.append(self.features.row(sample_id, content_hash, status="failed", error=reason))
@@ -80,7 +88,7 @@ class FeatureWriter:
             path = self.layout.shard_path(shard)
             digest = write_shard(path, self._samples)
             placed = {"shard": shard, "shard_sha256": digest, "shard_bytes": path.stat().st_size}
-            rows = [replace(row, **placed) if row.status == "ok" else row for row in rows]
+            rows = [replace(row, **placed) if row.status == "ok" and not row.shard else row for row in rows]
             self.ok += len(self._samples)
             self.shards_written += 1
         self.catalog.append(rows)

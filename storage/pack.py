@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from storage.atomic import fsync_dir, write_json_atomic
-from storage.catalog import Catalog
+from storage.catalog import Catalog, member_of
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
 from storage.layout import SPLITS, Store, pack_file, pack_shard_name, temporary
 from storage.lock import store_lock
@@ -87,14 +87,13 @@ def _move_into_place(tmp: Path, final: Path) -> None:
 
 
 def _choose(store: Path, manifest, selection: dict[str, str]) -> tuple[list[dict], list[str]]:
-    """Per sample and modality, an ok catalog row with the manifest's content (its hash) and the selected
-    fingerprint: the sample's own row when it has one, else the newest with that content (extracted under
-    another id: a renamed sample, or a corrupted variant, whose features are the same)."""
-    usable = sorted((r for r in Catalog(store).latest()
-                     if r["status"] == "ok" and selection.get(r["modality"]) == r["fingerprint"]),
+    """Per sample and modality, the catalog row with the manifest's content (its hash) and the selected
+    fingerprint: the sample's own row when it has one (if that one failed, the sample has no features for
+    this modality), else the newest ok row with that content (another id's: the features are the same)."""
+    chosen = sorted((r for r in Catalog(store).latest() if selection.get(r["modality"]) == r["fingerprint"]),
                     key=lambda r: r["created_at"])
-    by_content = {(r["modality"], r["content_hash"]): r for r in usable}  # the newest wins
-    own = {(r["sample_id"], r["modality"], r["content_hash"]): r for r in usable}
+    own = {(r["sample_id"], r["modality"], r["content_hash"]): r for r in chosen}
+    by_content = {(r["modality"], r["content_hash"]): r for r in chosen if r["status"] == "ok"}  # newest wins
     files = FileHashCache(Store(store).file_hashes)
     entries, dropped = [], []
     for sample in manifest.samples:
@@ -102,9 +101,9 @@ def _choose(store: Path, manifest, selection: dict[str, str]) -> tuple[list[dict
         for modality in sorted(selection):
             digest = content_hash(modality, sample, files) if sample.has(modality) else None
             row = own.get((sample.sample_id, modality, digest)) or by_content.get((modality, digest))
-            if row:
+            if row and row["status"] == "ok":
                 found[modality] = {"shard": row["shard"], "content_hash": digest, "shape": row["shape"],
-                                   "member": row["sample_id"]}
+                                   "member": member_of(row)}
         if not found:
             dropped.append(sample.sample_id)  # nothing usable was extracted for it
             continue

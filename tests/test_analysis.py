@@ -343,14 +343,22 @@ def test_raw_variants_reextract_only_the_corrupted_modality(clips):
             for r in records}
     assert done["video-blur"] == {"video": (3, 0), "audio": (0, 3)}  # audio stays on the original clip's track
     assert done["audio-noise"] == {"audio": (3, 0), "video": (0, 3)}
-    # The data set's own rows say what they said before: the variants do not replace its features; they
-    # have rows of their own, under variant ids, for the corrupted modality only.
+    # The data set's own rows say what they said before: the variants do not replace its features. They
+    # have rows of their own, under variant ids: new content for the corrupted modality, and the unchanged
+    # one reusing the data set's features.
     after = Catalog(store).latest()
     assert sorted((r["sample_id"], r["modality"], r["content_hash"], r["shard"])
                   for r in after if VARIANT_MARK not in r["sample_id"]) == before
-    assert sorted((r["sample_id"], r["modality"]) for r in after if VARIANT_MARK in r["sample_id"]) == sorted(
-        [(variant_id(sid, "video-blur-4"), "video") for sid in clips["ids"]]
-        + [(variant_id(sid, "audio-noise-4"), "audio") for sid in clips["ids"]])
+    own = {(r["sample_id"], r["modality"]): r for r in after}
+    variants = {key: row for key, row in own.items() if VARIANT_MARK in key[0]}
+    assert sorted(variants) == sorted((variant_id(sid, v), m) for sid in clips["ids"]
+                                      for v in ("video-blur-4", "audio-noise-4") for m in ("audio", "video"))
+    for sid in clips["ids"]:
+        for variant, changed, kept in (("video-blur-4", "video", "audio"), ("audio-noise-4", "audio", "video")):
+            assert variants[variant_id(sid, variant), changed]["content_hash"] != own[sid, changed]["content_hash"]
+            reused = variants[variant_id(sid, variant), kept]
+            assert (reused["content_hash"], reused["shard"], reused["member"]) == (
+                own[sid, kept]["content_hash"], own[sid, kept]["shard"], sid)
 
     clean, blurred = packed_features(clips["pack"]), packed_features(records[0]["pack"])
     assert sorted(clean) == sorted(blurred) == sorted(clips["ids"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from extractors import encoder_spec
-from pipeline.extract import plan, store_fingerprint
+from pipeline.extract import extract_modality, plan, store_fingerprint
 from pipeline.manifest import read_manifest, write_manifest
 from storage import features as features_module
 from storage.catalog import Catalog, CatalogRow
@@ -123,6 +123,18 @@ def audio_store(tmp_path):
     return {"data": data, "rows": rows, "manifest": manifest, "store": store, "spec": spec, "fingerprint": fingerprint}
 
 
+class FailingEncoder:
+    """Stands for an encoder that must not be used: reusing stored features computes nothing."""
+
+    modality, name = "audio", "logmel"
+
+    def fingerprint(self) -> str:
+        return encoder_spec("audio").fingerprint()
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the encoder was used ({name})")
+
+
 def test_unchanged_content_is_skipped_and_changed_content_extracted_again(audio_store):
     s = audio_store
     assert plan(s["manifest"], s["store"], s["spec"], DTYPE) == ([], 3)
@@ -137,6 +149,12 @@ def test_a_renamed_sample_with_unchanged_content_is_skipped_and_packed_under_its
     s = audio_store
     renamed = [{**row, "sample_id": "renamed"} if row["sample_id"] == "s2" else row for row in s["rows"]]
     manifest = read_manifest(write_manifest(renamed, s["data"] / "renamed.csv"))
+    (todo,), skipped = plan(manifest, s["store"], s["spec"], DTYPE)
+    assert skipped == 3 and todo.sample.sample_id == "renamed" and todo.reuse["sample_id"] == "s2"
+    summary = extract_modality([todo], FailingEncoder(), s["store"], dtype=DTYPE, progress=False)
+    assert (summary.ok, summary.failed) == (0, 0)  # no extraction: a row reusing s2's features
+    row = next(r for r in Catalog(s["store"]).latest() if r["sample_id"] == "renamed")
+    assert (row["shard"], row["member"]) == (todo.reuse["shard"], "s2")
     assert plan(manifest, s["store"], s["spec"], DTYPE) == ([], 3)
     result = pack(s["store"], manifest, {"audio": s["fingerprint"]}, progress=False)
     packed = dict(read_shard(result.path / "train-000000.tar"))
