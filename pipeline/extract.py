@@ -1,8 +1,7 @@
-"""Extraction as plain functions: plan what is missing, extract it, commit shards then catalog rows.
-
-Order of commits is what makes a crash harmless: a shard is renamed into place complete, and only
-then does a catalog part name it. Re-running skips every (content hash, fingerprint) already `ok`
-whose shard is still there, and finishes the rest.
+"""Extraction as plain functions: plan what is missing, extract it, hand the features to storage's
+FeatureWriter (which commits a shard, then the catalog rows naming it: a crash leaves nothing that
+claims to be done). Re-running skips every (content hash, fingerprint) already `ok` whose shard is
+still there, and finishes the rest.
 """
 
 from __future__ import annotations
