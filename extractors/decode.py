@@ -321,7 +321,8 @@ def read_audio(
         if not math.isinf(end):
             wave = wave[: round((end - start) * rate)]
         if wave.size == 0:
-            raise DecodeError(path, f"no audio samples in the requested segment (zero-length audio){_lasting(container)}")
+            raise DecodeError(path, "no audio samples in the requested segment (zero-length audio)"
+                                    f"{_lasting(container)}")
         if not np.isfinite(wave).all():  # float WAVs can hold NaN/Inf; features of them would be NaN
             raise DecodeError(path, "audio samples include NaN or infinite values")
         return wave

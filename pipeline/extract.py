@@ -131,7 +131,8 @@ def _extract_into(writer: FeatureWriter, todo: list[Todo], encoder: Encoder, sum
     hashes = {t.sample.sample_id: t.content_hash for t in todo}
     dtype = writer.features.dtype
     results = extract_features([t.sample for t in todo], encoder, **settings)
-    bar = tqdm(results, total=len(todo), desc=f"extract {encoder.modality}:{encoder.name}", disable=not progress, unit="clip")
+    bar = tqdm(results, total=len(todo), desc=f"extract {encoder.modality}:{encoder.name}", disable=not progress,
+               unit="clip")
     # closing: on any error (a full disk, say) the decoding workers stop now, not when the traceback is freed
     with contextlib.closing(results):
         for sample, result in bar:

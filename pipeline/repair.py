@@ -39,7 +39,8 @@ class RepairJob:
 
     def describe(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items())) or "no options"
-        return (f"{self.modality} encoder {self.name or DEFAULTS[self.modality]} with {options}, stored as {self.dtype} "
+        return (f"{self.modality} encoder {self.name or DEFAULTS[self.modality]} with {options}, "
+                f"stored as {self.dtype} "
                 f"(recorded in {self.record})")
 
 

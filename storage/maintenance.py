@@ -30,7 +30,8 @@ def status(store: Path) -> dict:
     failed = [{k: row[k] for k in ("sample_id", "modality", "encoder", "fingerprint", "error")}
               for row in latest if row["status"] == "failed"]
     packs = [p.name for p in layout.pack_dirs() if pack_file(p).is_file()]
-    return {"store": str(store), "features": features, "failed": sorted(failed, key=lambda r: (r["modality"], r["sample_id"])),
+    return {"store": str(store), "features": features,
+            "failed": sorted(failed, key=lambda r: (r["modality"], r["sample_id"])),
             "packs": packs}
 
 

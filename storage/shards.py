@@ -334,7 +334,8 @@ class MemberReader:
             try:
                 self.index[shard] = {name: (at, size) for name, at, size, _ in tar_entries(str(path), with_data=False)}
             except CorruptShard as err:
-                raise ValueError(f"{path}: unreadable feature shard ({err}); `precal verify --repair` re-extracts it") from None
+                raise ValueError(f"{path}: unreadable feature shard ({err}); "
+                                 "`precal verify --repair` re-extracts it") from None
         if member not in self.index[shard]:
             raise ValueError(f"{path}: no member {member!r}, which the catalog places there "
                              "(`precal verify --repair` re-extracts the shard)")

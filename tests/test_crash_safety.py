@@ -53,7 +53,8 @@ def assert_honest(store):
 
 def assert_complete(store, ids):
     latest = Catalog(store).latest()
-    assert Counter((r["modality"], r["status"]) for r in latest) == {(m, "ok"): len(ids) for m in ("text", "audio", "video")}
+    assert Counter((r["modality"], r["status"]) for r in latest) == {(m, "ok"): len(ids)
+                                                                     for m in ("text", "audio", "video")}
     gc(store)  # drop orphans a crash left between shard rename and catalog commit
     on_disk = Counter()
     for shard in (store / "features").rglob("*.tar"):

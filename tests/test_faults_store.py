@@ -64,7 +64,8 @@ def hostile(tmp_path_factory):
     os.mkfifo(folder / "pipe.mp4")
     clip = good[0]["video"]
     rows = [f"{r['sample_id']},train,{r['label']},{r['video']},," for r in good] + [
-        "nanwave,train,1,,nan.wav,", "loud,train,1,,loud.wav,", "fifo,train,1,pipe.mp4,,", "devzero,train,1,,/dev/zero,",
+        "nanwave,train,1,,nan.wav,", "loud,train,1,,loud.wav,", "fifo,train,1,pipe.mp4,,",
+        "devzero,train,1,,/dev/zero,",
         f"far,train,1,{clip},,1e300", f"late,train,1,{clip},,50"]
     (folder / "hostile.csv").write_text("sample_id,split,label,video,audio,start\n" + "\n".join(rows) + "\n")
     manifest = read_manifest(folder / "hostile.csv", check_files=False, allow_outside_root=True)
@@ -348,7 +349,8 @@ def test_one_long_clip_does_not_pad_the_whole_batch(monkeypatch):
 
     padded = []
     real_pad = extractors.audio.pad_batch
-    monkeypatch.setattr(extractors.audio, "pad_batch", lambda waves: padded.append(real_pad(waves).size) or real_pad(waves))
+    monkeypatch.setattr(extractors.audio, "pad_batch",
+                        lambda waves: padded.append(real_pad(waves).size) or real_pad(waves))
     encoder = get_encoder("audio")
     rng = np.random.default_rng(0)
     waves = [rng.standard_normal(16000).astype(np.float32) for _ in range(15)]

@@ -2,13 +2,12 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pytest
 import webdataset as wds
 
-from pipeline.manifest import write_manifest, read_manifest
+from pipeline.manifest import read_manifest, write_manifest
 from storage.catalog import Catalog, CatalogRow
 from storage.fingerprint import FileHashCache, content_hash
 from storage.lock import StoreLockedError, store_lock
@@ -57,7 +56,8 @@ def test_catalog_newest_row_wins(tmp_path):
     latest = {r["sample_id"]: r for r in catalog.latest()}
     assert latest["a"]["status"] == "ok" and latest["a"]["shape"] == [3, 4] and len(latest) == 2
     assert catalog.compact() == 1
-    assert len(catalog.parts()) == 1 and {r["sample_id"]: r["status"] for r in catalog.latest()} == {"a": "ok", "b": "ok"}
+    assert len(catalog.parts()) == 1
+    assert {r["sample_id"]: r["status"] for r in catalog.latest()} == {"a": "ok", "b": "ok"}
     import pyarrow.dataset as ds  # readable as one dataset without project code
 
     assert ds.dataset(str(tmp_path / "catalog"), format="parquet").count_rows() == 2
@@ -117,7 +117,8 @@ def test_pack_gathers_modalities_and_is_reused(toy):
     assert samples[0]["json"]["target"] == 0 and samples[0]["text.npy"].shape == (3, 4)
     mtime = os.path.getmtime(result.path / "pack.json")
     again = pack(store, manifest, {"text": "ft"}, progress=False)
-    assert not again.created and again.pack_id == result.pack_id and os.path.getmtime(result.path / "pack.json") == mtime
+    assert not again.created and again.pack_id == result.pack_id
+    assert os.path.getmtime(result.path / "pack.json") == mtime
 
 
 def test_pack_drops_removed_samples_and_changes_id(toy, tmp_path):

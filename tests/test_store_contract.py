@@ -64,7 +64,8 @@ def test_feature_writer_commits_shards_then_rows(tmp_path):
     writer.close()
     rows = {r["sample_id"]: r for r in Catalog(tmp_path).latest()}
     assert (writer.ok, writer.failed, writer.shards_written) == (3, 1, 2)
-    assert rows["bad"]["status"] == "failed" and rows["bad"]["shard"] == "" and "no audio stream" in rows["bad"]["error"]
+    bad = rows["bad"]
+    assert bad["status"] == "failed" and bad["shard"] == "" and "no audio stream" in bad["error"]
     for sid in ("s0", "s1", "s2"):
         row = rows[sid]
         assert row["status"] == "ok" and row["shape"] == [2, 3] and row["dtype"] == DTYPE
