@@ -14,8 +14,9 @@
 
 lhotse is not a project dependency: it is installed on first use into its own virtualenv (--lhotse-venv),
 with torch from the project's constraints. Setup (building the AV-digits set from ../shared/data,
-extracting and packing it once) is not timed. Quick commands take the fastest of --repeat calls;
-the FSDD runs interleave precal and lhotse for --rounds rounds.
+extracting and packing it once) is timed apart. Every call's wall time is listed (the fastest counts for
+the ratios); the quick commands interleave for --repeat rounds, the FSDD runs interleave precal and
+lhotse for --rounds rounds.
 
     python benchmarks/cli_bench.py [--rounds 2] [--repeat 3] [--json PATH]
 """
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,19 +56,32 @@ if __name__ == "__main__":  # lhotse's workers are spawned: they import this mod
 """
 
 
-def run(command: list, env: dict, timeout: float = 3600) -> tuple[float, str]:
-    """Wall seconds of one call and its output; a failed call stops the benchmark with its output."""
+@dataclass
+class Call:
+    wall: float  # seconds, start to exit
+    output: str
+
+
+def run(command: list, env: dict, timeout: float = 3600) -> Call:
+    """One call, timed; a failed call stops the benchmark with its output."""
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-    seconds = time.perf_counter() - started
+    wall = time.perf_counter() - started
     if done.returncode != 0:
         output = (done.stdout + done.stderr)[-3000:]
         raise SystemExit(f"{' '.join(map(str, command))} failed ({done.returncode}):\n{output}")
-    return seconds, done.stdout + done.stderr
+    return Call(wall, done.stdout + done.stderr)
 
 
-def fastest(command: list, env: dict, repeat: int) -> float:
-    return min(run(command, env)[0] for _ in range(repeat))
+class Results(dict):
+    """{measure: [wall seconds of each call]} and a few facts about the run."""
+
+    def add(self, key: str, call: Call) -> Call:
+        self.setdefault(key, []).append(call.wall)
+        return call
+
+    def best(self, key: str) -> float:
+        return min(self[key])
 
 
 def extraction_seconds(output: str) -> float:
@@ -114,31 +129,29 @@ def lhotse_python(venv: Path) -> Path:
     return python
 
 
-def fsdd_rounds(manifest: Path, python: Path, env: dict, rounds: int, work: Path) -> dict[str, list[float]]:
-    times = {"fsdd_precal": [], "fsdd_lhotse": []}
+def fsdd_rounds(manifest: Path, python: Path, env: dict, rounds: int, work: Path, results: Results) -> None:
     lhotse_env = {**env, "OMP_NUM_THREADS": "1"}
     for n in range(rounds):
         store, out = work / f"precal-{n}", work / f"lhotse-{n}"
-        times["fsdd_precal"].append(run([PRECAL, "extract", "--manifest", manifest, "--store", store, *FBANK], env)[0])
+        results.add("fsdd_precal", run([PRECAL, "extract", "--manifest", manifest, "--store", store, *FBANK], env))
         out.mkdir()
-        times["fsdd_lhotse"].append(run([python, "-c", LHOTSE_RUN, SHARED / "fsdd" / "recordings", out], lhotse_env)[0])
+        results.add("fsdd_lhotse", run([python, "-c", LHOTSE_RUN, SHARED / "fsdd" / "recordings", out], lhotse_env))
         shutil.rmtree(store)
         shutil.rmtree(out)
-    return times
 
 
-def with_server(env: dict, manifest: Path, small: Path, work: Path, rounds: int) -> dict:
+def with_server(env: dict, manifest: Path, small: Path, work: Path, rounds: int, results: Results) -> None:
     run([PRECAL, "server", "start"], env)
     try:
-        fixed = []
         for n in range(rounds):
-            seconds, output = run([PRECAL, "extract", "--manifest", small, "--store", work / f"small-{n}", *FBANK], env)
-            fixed.append(seconds - extraction_seconds(output))
-        full = [run([PRECAL, "extract", "--manifest", manifest, "--store", work / f"server-{n}", *FBANK], env)[0]
-                for n in range(rounds)]
+            call = results.add("small_server", run([PRECAL, "extract", "--manifest", small, "--store",
+                                                    work / f"small-{n}", *FBANK], env))
+            results.setdefault("small_fixed_cost_server", []).append(call.wall - extraction_seconds(call.output))
+        for n in range(rounds):
+            results.add("fsdd_precal_server", run([PRECAL, "extract", "--manifest", manifest, "--store",
+                                                  work / f"server-{n}", *FBANK], env))
     finally:
         run([PRECAL, "server", "stop"], env)
-    return {"small_fixed_cost_server": fixed, "fsdd_precal_server": full}
 
 
 def shown(value):
@@ -162,27 +175,27 @@ def main() -> None:
         env = precal_env(work / "prefect")
         manifest = avdigits(args.data, env)
         store = CACHE / "avdigits-full-store"  # extracted once, then kept: the no-op is what is measured
-        setup = run([PRECAL, "extract", "--manifest", manifest, "--store", store, "--workers", "1"], env)[0]
+        results = Results(avdigits_samples=sum(1 for _ in open(manifest)) - 1)
+        results.add("setup_extract", run([PRECAL, "extract", "--manifest", manifest, "--store", store,
+                                          "--workers", "1"], env))
         run([PRECAL, "pack", "--manifest", manifest, "--store", store], env)
-        samples = sum(1 for _ in open(manifest)) - 1
-        result: dict = {"avdigits_samples": samples, "setup_extract_seconds": round(setup, 1)}
-        result["noop_full"] = fastest([PRECAL, "extract", "--manifest", manifest, "--store", store], env, args.repeat)
-        result["status"] = fastest([PRECAL, "status", "--store", store], env, args.repeat)
-        result["pack_noop"] = fastest([PRECAL, "pack", "--manifest", manifest, "--store", store], env, args.repeat)
+        for _ in range(args.repeat):
+            results.add("noop_full", run([PRECAL, "extract", "--manifest", manifest, "--store", store], env))
+            results.add("status", run([PRECAL, "status", "--store", store], env))
+            results.add("pack_noop", run([PRECAL, "pack", "--manifest", manifest, "--store", store], env))
         fsdd = fsdd_manifest(work / "fsdd")
-        result["fsdd_recordings"] = sum(1 for _ in open(fsdd)) - 1
-        python = lhotse_python(args.lhotse_venv)
-        result.update(fsdd_rounds(fsdd, python, env, args.rounds, work))
-        result.update(with_server(env, fsdd, fsdd_manifest(work / "small", 20), work, args.rounds))
-    best = {k: min(v) if isinstance(v, list) else v for k, v in result.items()}
-    result["ratio_lhotse_over_precal"] = round(best["fsdd_lhotse"] / best["fsdd_precal"], 3)
-    result["ratio_lhotse_over_precal_server"] = round(best["fsdd_lhotse"] / best["fsdd_precal_server"], 3)
-    result["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
-    result["cpus"] = os.cpu_count()
-    for key, value in result.items():
+        results["fsdd_recordings"] = sum(1 for _ in open(fsdd)) - 1
+        fsdd_rounds(fsdd, lhotse_python(args.lhotse_venv), env, args.rounds, work, results)
+        with_server(env, fsdd, fsdd_manifest(work / "small", 20), work, args.rounds, results)
+    results["ratio_lhotse_over_precal"] = round(results.best("fsdd_lhotse") / results.best("fsdd_precal"), 3)
+    results["ratio_lhotse_over_precal_server"] = round(results.best("fsdd_lhotse") /
+                                                       results.best("fsdd_precal_server"), 3)
+    results["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    results["cpus"] = os.cpu_count()
+    for key, value in results.items():
         print(f"{key:34} {shown(value)}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
