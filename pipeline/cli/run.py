@@ -115,8 +115,8 @@ def schedule(
 ):
     """Serve the pipeline on CONFIG as a scheduled Prefect deployment (runs until stopped with Ctrl-C).
 
-    Needs a Prefect server: start one with `prefect server start`, then point precal at it with
-    `prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`. Each scheduled run re-reads CONFIG
+    Needs a Prefect server: `precal server start` (a local one precal finds by itself), or your own
+    server or Prefect Cloud named by PREFECT_API_URL. Each scheduled run re-reads CONFIG
     and skips unchanged stages, so a run with nothing new is quick. Runs never overlap. Example:
 
       precal schedule pipeline.yaml --cron "0 3 * * *" --name nightly
@@ -131,8 +131,8 @@ def schedule(
     if interval is not None and interval <= 0:
         fail("--interval must be a positive number of seconds")
     if not PREFECT_API_URL.value():
-        fail("no Prefect server is configured. Start one (`prefect server start`) and run "
-             "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`, then run this again")
+        fail("no Prefect server is configured. Start one with `precal server start` (or point "
+             "PREFECT_API_URL at your own server), then run this again")
     options = pipeline_options(config, stages, modality, runner, address)
     try:
         serve_pipeline(config, name=name or config.stem, cron=cron, interval=interval, parameters=options)
