@@ -11,13 +11,13 @@ from pipeline.datasets.avdigits import MANIFEST_COLUMNS, SAMPLE_SPLIT_SHARES, bu
 from pipeline.datasets.avdigits_plan import plan_avdigits
 from pipeline.datasets.avdigits_sources import (
     DIGIT_WORDS,
-    SPLITS,
     DatasetError,
     find_recordings,
     load_mnist,
     split_of_take,
 )
 from pipeline.manifest import read_manifest
+from storage.layout import SPLITS
 
 TAKES = (0, 5, 10, 11)  # per digit: one test take, one valid take, two train takes
 

@@ -1,4 +1,5 @@
-"""Extraction on a Dask cluster (2 worker processes) gives the same store as extraction in-process: the same\ncatalog, and features equal within float16 resolution (other processes may sum in another order)."""
+"""Extraction on a Dask cluster (2 worker processes) gives the same store as extraction in-process: the same
+catalog, and features equal within float16 resolution (other processes may sum in another order)."""
 
 import io
 import json

@@ -49,7 +49,8 @@ def test_reports_every_problem_with_row_numbers(media):
     problems = "\n".join(err.value.problems)
     assert len(err.value.problems) == 7
     for expected in ("row 2: sample_id 'bad id!'", "row 3: duplicate sample_id 'ok1' (first at row 1)",
-                     "row 4: split 'dev'", "row 5: label is empty", "row 6: video file 'clips/missing.mp4' does not exist",
+                     "row 4: split 'dev'", "row 5: label is empty",
+                     "row 6: video file 'clips/missing.mp4' does not exist",
                      "row 7: video path '../outside.mp4' escapes the dataset root", "row 8: no modality given"):
         assert expected in problems
     assert str(path) in str(err.value)
@@ -93,7 +94,8 @@ def test_unreadable_and_missing_columns(media):
 
 
 def test_task_inferred_from_labels(media):
-    rows = [{"sample_id": f"s{i}", "split": "train", "label": v, "text": "t"} for i, v in enumerate(["-1.2", "0.4", "2"])]
+    rows = [{"sample_id": f"s{i}", "split": "train", "label": v, "text": "t"}
+            for i, v in enumerate(["-1.2", "0.4", "2"])]
     assert read_manifest(write_manifest(rows, media / "r.csv")).task() == "regression"
     rows = [{"sample_id": f"s{i}", "split": "train", "label": v, "text": "t"} for i, v in enumerate(["1", "2"])]
     assert read_manifest(write_manifest(rows, media / "c.csv")).task() == "classification"

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from pipeline.datasets.avdigits_plan import PlannedSample, plan_avdigits
 from pipeline.datasets.avdigits_render import render, write_mp4
-from pipeline.datasets.avdigits_sources import SPLITS, find_recordings, load_mnist
+from pipeline.datasets.avdigits_sources import find_recordings, load_mnist
+from storage.layout import SPLITS
 
 MANIFEST_COLUMNS = ("sample_id", "split", "label", "video", "audio", "text")
 PERTURBATION_COLUMNS = ("sample_id", "split", "modality", "kind", "detail", "fsdd_file", "mnist_row")

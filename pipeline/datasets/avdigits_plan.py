@@ -22,11 +22,11 @@ import numpy as np
 from pipeline.datasets.avdigits_sources import (
     DIGIT_WORDS,
     DIGITS,
-    SPLITS,
     DatasetError,
     Recording,
     mnist_partition,
 )
+from storage.layout import SPLITS
 
 PERTURBED_MODALITIES = ("video", "audio", "text")  # in this order: the seeded draw picks by index
 KINDS = ("conflict", "degraded")

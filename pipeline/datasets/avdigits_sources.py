@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.layout import SPLITS
 DIGITS = tuple(range(10))
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIGIT_SIZE = 28
