@@ -9,7 +9,9 @@
     <store>/.lock                                                         the one-writer lock
 
 Catalog rows name shards by their path relative to the store (`Store.shard_path` resolves one), so a
-store can be moved. Temporary names carry TMP_MARK, so gc recognises what a crash left behind.
+store can be moved. Temporary names carry TMP_MARK, so gc recognises what a crash left behind; a damaged
+catalog part set aside ends in DAMAGED_MARK. Callers never join store paths themselves: a store on
+object storage then needs another root here, not edits across the code base.
 """
 
 from __future__ import annotations
