@@ -317,6 +317,14 @@ def test_specs_and_fingerprints_load_no_weights(monkeypatch):
         encoder.encode(["one two"])
 
 
+def test_a_process_builds_one_encoder_per_spec():
+    """Extraction chunks run in one worker share its encoder, so its model loads once there."""
+    spec = encoder_spec("audio", "mfcc")
+    shared = spec.shared()
+    assert encoder_spec("audio", "mfcc").shared() is shared and spec.build() is not shared
+    assert encoder_spec("audio", "logmel").shared() is not shared
+
+
 def test_registry_refuses_a_taken_name():
     with pytest.raises(ValueError, match="already registered"):
         register("audio", "logmel")(lambda **options: None)
