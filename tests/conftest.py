@@ -1,6 +1,8 @@
 """Shared test set-up: offline, Prefect in a throwaway home, paths to the real data in ../shared."""
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -14,7 +16,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="precal-prefect-"))
+if "PREFECT_HOME" not in os.environ:
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="precal-prefect-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 apply_offline_defaults()  # as the CLI does, before any test imports Prefect (its log level is read then)
 
 
