@@ -40,8 +40,6 @@ from storage.layout import Store, temporary
 
 NAME_LIMIT = 100  # bytes of a ustar member name (no '/' in ours, so no prefix field to spill into)
 NPY_MAGIC = b"\x93NUMPY"
-
-
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
