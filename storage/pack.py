@@ -89,11 +89,12 @@ def _move_into_place(tmp: Path, final: Path) -> None:
 def _choose(store: Path, manifest, selection: dict[str, str]) -> tuple[list[dict], list[str]]:
     """Per sample and modality, the catalog row with the manifest's content (its hash) and the selected
     fingerprint: the sample's own row when it has one (if that one failed, the sample has no features for
-    this modality), else the newest ok row with that content (another id's: the features are the same)."""
+    this modality), else the ok row of another id with that content, when the content has one stored
+    member (the features are then the same)."""
     chosen = sorted((r for r in Catalog(store).latest() if selection.get(r["modality"]) == r["fingerprint"]),
                     key=lambda r: r["created_at"])
     own = {(r["sample_id"], r["modality"], r["content_hash"]): r for r in chosen}
-    by_content = {(r["modality"], r["content_hash"]): r for r in chosen if r["status"] == "ok"}  # newest wins
+    by_content = _unambiguous_contents([r for r in chosen if r["status"] == "ok"])
     files = FileHashCache(Store(store).file_hashes)
     entries, dropped = [], []
     for sample in manifest.samples:
@@ -110,6 +111,20 @@ def _choose(store: Path, manifest, selection: dict[str, str]) -> tuple[list[dict
         entries.append({"sample_id": sample.sample_id, "split": sample.split, "label": sample.label, "features": found})
     files.save()
     return entries, dropped
+
+
+def _unambiguous_contents(ok_rows: list[dict]) -> dict[tuple[str, str], dict]:
+    """(modality, content hash) -> a row holding its features, for contents stored under one member only.
+
+    Extraction stores a content once and points other ids at it. Several members for one content mean the
+    hash does not identify the features (an importer's samples all hash as the one file they come from):
+    such a content is never lent to a sample without a row of its own."""
+    members, rows = {}, {}
+    for row in ok_rows:
+        key = (row["modality"], row["content_hash"])
+        members.setdefault(key, set()).add((row["shard"], member_of(row)))
+        rows[key] = row
+    return {key: row for key, row in rows.items() if len(members[key]) == 1}
 
 
 def _without_members(entries: list[dict]) -> list[dict]:

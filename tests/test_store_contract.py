@@ -164,6 +164,25 @@ def test_a_renamed_sample_with_unchanged_content_is_skipped_and_packed_under_its
     assert json.loads(packed["renamed"]["json"])["sample_id"] == "renamed"
 
 
+def test_a_content_stored_under_several_members_is_never_lent_to_another_id(tmp_path):
+    """An importer's samples all hash as the one file they come from, each with features of its own: a
+    sample of the manifest with that content but no row of its own gets nothing, not a neighbour's."""
+    data, store = tmp_path / "data", tmp_path / "store"
+    data.mkdir()
+    (data / "features.pkl").write_bytes(b"one file for every sample")
+    rows = [{"sample_id": sid, "split": "train", "label": "0", "audio": "features.pkl"} for sid in ("a", "b", "c")]
+    manifest = read_manifest(write_manifest(rows, data / "m.csv"))
+    files = FileHashCache(Store(store).file_hashes)
+    writer = FeatureWriter(store, FeatureSet("audio", "import", "f" * 16, DTYPE), shard_size=10)
+    for i, sample in enumerate(manifest.samples[:2]):
+        writer.add(sample.sample_id, content_hash("audio", sample, files), np.full((2, 4), i, np.float32))
+    writer.close()
+    result = pack(store, manifest, {"audio": "f" * 16}, progress=False)
+    packed = dict(read_shard(result.path / "train-000000.tar"))
+    assert sorted(packed) == ["a", "b"] and result.dropped == ["c"]
+    assert np.array_equal(load_npy(packed["b"]["audio.npy"]), np.full((2, 4), 1, np.float16))
+
+
 def test_a_variant_extraction_leaves_the_originals_rows_newest(tmp_path):
     """A corrupted transcript is extracted under its variant id; the sample's own row stays the newest,
     and the variant's pack holds the corrupted features under the sample's own id."""
