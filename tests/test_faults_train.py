@@ -355,11 +355,11 @@ def test_a_shard_cut_at_any_member_boundary_is_refused(tmp_path):
     ("valid_00001.json", b'{"sample_id": "valid_00001", "target": "c1"}', "not a classification target"),
     ("valid_00001.audio.npy", b"garbage", "not a .npy array"),
     ("valid_00001.audio.npy", raw_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (-1, 8), }",
-                                      bytes(2 * 32)), "bad shape \\(-1, 8\\)"),
+                                      bytes(2 * 32)), "shape \\(-1, 8\\) is not a tuple of non-negative"),
     ("valid_00001.audio.npy", raw_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (9, 8), }",
-                                      bytes(2 * 32)), "needs 144 data bytes, it holds 64"),
+                                      bytes(2 * 32)), "needs 144 bytes, the member holds 64"),
     ("valid_00001.audio.npy", raw_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (4, 8", bytes(64)),
-     "unreadable .npy header"),
+     ".npy header cannot be read"),
 ])
 def test_a_bad_member_is_named_by_shard_and_sample(pack_copy, member, content, reason, workers=0):
     shard = pack_copy / "valid-000000.tar"

@@ -10,18 +10,14 @@ of the padded sequences to pass between processes.
 """
 from __future__ import annotations
 
-import ast
-import functools
 import json
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from storage.packinfo import PackInfo
-
-NPY_MAGIC = b"\x93NUMPY"
+from storage.shards import load_npy
 
 
 def choose_modalities(info: PackInfo, wanted: list[str] | None) -> list[str]:
@@ -33,39 +29,6 @@ def choose_modalities(info: PackInfo, wanted: list[str] | None) -> list[str]:
     if not chosen:
         raise ValueError(f"pack {info.path} has no modality with features")
     return chosen
-
-
-def load_npy(data: bytes) -> np.ndarray:
-    """np.load(allow_pickle=False) of a .npy member, read-only; any damage raises ValueError. np.load spends
-    most of its time parsing the header text, which repeats across samples of the same shape, so that parse
-    is cached."""
-    if data[:6] != NPY_MAGIC or len(data) < 10:
-        raise ValueError("not a .npy array")
-    width = 2 if data[6] == 1 else 4  # format 1.0 has a 2-byte header length, 2.0 and 3.0 a 4-byte one
-    start = 8 + width + int.from_bytes(data[8:8 + width], "little")
-    dtype, shape, fortran = _npy_header(data[8 + width:start])
-    count = math.prod(shape)
-    if len(data) - start != count * dtype.itemsize:
-        raise ValueError(f".npy of shape {shape} {dtype} needs {count * dtype.itemsize} data bytes, "
-                         f"it holds {len(data) - start}")
-    array = np.frombuffer(data, dtype, count=count, offset=start)
-    return array.reshape(shape, order="F" if fortran else "C")
-
-
-@functools.lru_cache(maxsize=4096)
-def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
-    try:
-        fields = ast.literal_eval(header.decode("latin1"))  # a dict literal, as np.load reads it
-        dtype = np.lib.format.descr_to_dtype(fields["descr"])
-        shape, fortran = tuple(fields["shape"]), fields["fortran_order"]
-    except (SyntaxError, ValueError, TypeError, KeyError, MemoryError, RecursionError) as err:
-        raise ValueError(f"unreadable .npy header: {err!r}") from None
-    if dtype.hasobject:
-        raise ValueError("object arrays need pickle, which is refused (allow_pickle=False)")
-    # A negative dimension would make the element count negative, and np.frombuffer reads count -1 as "all".
-    if not all(type(n) is int and n >= 0 for n in shape) or type(fortran) is not bool:
-        raise ValueError(f".npy header has a bad shape {shape!r} or fortran_order {fortran!r}")
-    return dtype, shape, fortran
 
 
 class CorruptSample(ValueError):
