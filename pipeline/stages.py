@@ -19,6 +19,7 @@ from pipeline.extract import selection_for
 from pipeline.manifest import read_manifest
 from pipeline.stage_records import StageOutcome, metrics_path, read_metrics, recorded, write_json
 from storage.fingerprint import json_fingerprint
+from storage.layout import Store
 from storage.lock import store_lock
 from storage.pack import pack
 
@@ -55,7 +56,7 @@ def restrict_modalities(config: PipelineConfig, modalities: list[str] | None) ->
 
 
 def out_dir(config: PipelineConfig) -> Path:
-    return Path(config.out) if config.out is not None else Path(config.store) / "runs"
+    return Path(config.out) if config.out is not None else Store(config.store).runs_dir
 
 
 def prepare_run(config: PipelineConfig, stages: list[str] | None, modalities: list[str] | None):

@@ -75,6 +75,11 @@ class Store:
         return self.root / "packed"
 
     @property
+    def runs_dir(self) -> Path:
+        """Where pipeline runs write their outputs unless the config names another folder."""
+        return self.root / "runs"
+
+    @property
     def file_hashes(self) -> Path:
         return self.root / "cache" / "file_hashes.json"
 
