@@ -24,8 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from storage.layout import pack_file, pack_shard_name  # noqa: E402
+from storage.npy import npy_bytes  # noqa: E402
 from storage.packinfo import read_pack  # noqa: E402
-from storage.shards import json_bytes, npy_bytes, write_shard  # noqa: E402
+from storage.shards import json_bytes, write_shard  # noqa: E402
 from trainers.batches import choose_modalities, to_device  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
 from trainers.data import InMemorySplit, TrainLoader  # noqa: E402

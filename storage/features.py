@@ -14,7 +14,8 @@ import numpy as np
 
 from storage.catalog import Catalog, CatalogRow, member_of
 from storage.layout import Store
-from storage.shards import check_member_names, json_bytes, npy_bytes, write_shard
+from storage.npy import npy_bytes
+from storage.shards import check_member_names, json_bytes, write_shard
 
 
 class UnstorableError(ValueError):

@@ -16,14 +16,11 @@ and any damage raises CorruptShard, which names the shard and the byte offset.
 
 from __future__ import annotations
 
-import ast
 import errno
-import functools
 import hashlib
 import io
 import itertools
 import json
-import math
 import os
 import re
 import stat
@@ -33,13 +30,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from storage.atomic import fsync_dir
 from storage.layout import Store, temporary
+from storage.npy import check_npy
 
 NAME_LIMIT = 100  # bytes of a ustar member name (no '/' in ours, so no prefix field to spill into)
-NPY_MAGIC = b"\x93NUMPY"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -61,54 +56,6 @@ def full_disk_stops(path: Path):
             raise
         raise StoreFullError(err.errno, f"no space left on the store's device while writing {path}; free space "
                              "and run again (what was committed before is kept)") from err
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
-
-
-def load_npy(data: bytes) -> np.ndarray:
-    """np.load(allow_pickle=False) of a .npy member, as a read-only view of `data`; any damage raises
-    ValueError saying what is wrong."""
-    dtype, shape, fortran, start = check_npy(data)
-    array = np.frombuffer(data, dtype, count=math.prod(shape), offset=start)
-    return array.reshape(shape, order="F" if fortran else "C")
-
-
-def check_npy(data: bytes) -> tuple[np.dtype, tuple[int, ...], bool, int]:
-    """(dtype, shape, fortran order, offset of the data) of a .npy member, after checking that its header
-    describes exactly its bytes: no object dtype (pickle), no negative or missing dimensions."""
-    if data[:6] != NPY_MAGIC or len(data) < 10:
-        raise ValueError("not a .npy array (bad magic bytes)")
-    width = 2 if data[6] == 1 else 4  # format 1.0 has a 2-byte header length, 2.0 and 3.0 a 4-byte one
-    start = 8 + width + int.from_bytes(data[8:8 + width], "little")
-    dtype, shape, fortran = _npy_header(data[8 + width:start])
-    if len(data) - start != math.prod(shape) * dtype.itemsize:
-        raise ValueError(f".npy shape {shape} of {dtype} needs {math.prod(shape) * dtype.itemsize} bytes, "
-                         f"the member holds {len(data) - start}")
-    return dtype, shape, fortran, start
-
-
-@functools.lru_cache(maxsize=4096)
-def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
-    """Parsed once per distinct header: headers repeat across samples of the same shape, and parsing the
-    header text is most of what np.load spends on a small array."""
-    try:
-        fields = ast.literal_eval(header.decode("latin1"))  # a dict literal, as np.load reads it
-        dtype = np.lib.format.descr_to_dtype(fields["descr"])
-        shape, fortran = fields["shape"], fields["fortran_order"]
-    except (ValueError, SyntaxError, TypeError, KeyError, MemoryError, RecursionError) as err:
-        raise ValueError(f".npy header cannot be read ({err!r})") from None
-    if dtype.hasobject:
-        raise ValueError(".npy holds Python objects, which need pickle: refused (allow_pickle=False)")
-    # A negative dimension would make the element count negative, and np.frombuffer reads count -1 as "all".
-    if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
-        raise ValueError(f".npy shape {shape!r} is not a tuple of non-negative integers")
-    if type(fortran) is not bool:
-        raise ValueError(f".npy fortran_order {fortran!r} is not true or false")
-    return dtype, shape, fortran
 
 
 def check_member_names(key: str, extensions) -> None:

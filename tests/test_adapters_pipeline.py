@@ -15,8 +15,9 @@ from pipeline.config import EncoderChoice, ExtractConfig
 from pipeline.extract import run_extraction, selection_for
 from pipeline.manifest import read_manifest
 from storage.catalog import Catalog
+from storage.npy import load_npy
 from storage.pack import pack
-from storage.shards import load_npy, read_shard
+from storage.shards import read_shard
 from tests.fixtures_layouts import (
     MMSA_SHAPES,
     MOSI_ROWS,

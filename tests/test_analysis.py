@@ -431,7 +431,8 @@ def test_analyse_with_raw_variants_end_to_end(tmp_path):
 
 def packed_features(pack_path) -> dict[str, dict[str, np.ndarray]]:
     """{sample_id: {modality: features}} of every shard of a pack."""
-    from storage.shards import load_npy, read_shard
+    from storage.npy import load_npy
+    from storage.shards import read_shard
 
     found = {}
     for shard in sorted(Path(pack_path).glob("*.tar")):

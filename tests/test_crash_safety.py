@@ -13,7 +13,8 @@ import pytest
 
 from storage.catalog import Catalog, member_of
 from storage.maintenance import gc, verify
-from storage.shards import load_npy, read_shard
+from storage.npy import load_npy
+from storage.shards import read_shard
 from tests.helpers import bundled_subset
 
 pytestmark = pytest.mark.slow

@@ -30,8 +30,9 @@ from storage.catalog import Catalog, CatalogError, CatalogRow
 from storage.fingerprint import FileHashCache, content_hash
 from storage.lock import StoreLockedError, store_lock
 from storage.maintenance import gc, status, verify
+from storage.npy import load_npy, npy_bytes
 from storage.pack import pack
-from storage.shards import StoreFullError, load_npy, npy_bytes, write_shard
+from storage.shards import StoreFullError, write_shard
 from tests.helpers import bundled_subset
 
 ROOT = Path(__file__).resolve().parents[1]

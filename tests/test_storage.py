@@ -12,8 +12,9 @@ from storage.catalog import Catalog, CatalogRow
 from storage.fingerprint import FileHashCache, content_hash
 from storage.lock import StoreLockedError, store_lock
 from storage.maintenance import gc, status, verify
+from storage.npy import load_npy, npy_bytes
 from storage.pack import pack
-from storage.shards import json_bytes, load_npy, npy_bytes, read_shard, write_shard
+from storage.shards import json_bytes, read_shard, write_shard
 
 
 def test_shard_round_trip_and_plain_webdataset(tmp_path):

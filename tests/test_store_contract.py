@@ -16,8 +16,9 @@ from storage.features import FeatureSet, FeatureWriter, UnstorableError
 from storage.fingerprint import FileHashCache, content_hash
 from storage.layout import MODALITIES, SPLITS, Store, is_temporary, pack_file, temporary
 from storage.maintenance import gc
+from storage.npy import load_npy
 from storage.pack import pack
-from storage.shards import load_npy, read_shard
+from storage.shards import read_shard
 
 DTYPE = "float16"
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from storage.npy import load_npy
 from storage.packinfo import PackInfo
-from storage.shards import load_npy
 
 
 def choose_modalities(info: PackInfo, wanted: list[str] | None) -> list[str]:
