@@ -39,6 +39,26 @@ class AudioLoader:
         return wave
 
 
+@dataclass(frozen=True)
+class FbankLoader(AudioLoader):
+    """The clip's normalised Kaldi fbank, computed where the clip is decoded (a decoding worker): it is
+    cheap CPU signal processing, so each worker uses its core for a whole clip and the encoding process
+    only gathers results, instead of a third busy process sharing the cores."""
+
+    n_mels: int = 128
+    mean: float = -4.2677393
+    std: float = 4.5689974
+
+    def __call__(self, sample) -> np.ndarray:
+        with torch.inference_mode():
+            fbank = torchaudio.compliance.kaldi.fbank(
+                torch.from_numpy(super().__call__(sample))[None], sample_frequency=self.rate,
+                num_mel_bins=self.n_mels, frame_length=25.0, frame_shift=10.0, window_type="hanning",
+                htk_compat=True, use_energy=False, dither=0.0,
+            )
+            return ((fbank - self.mean) / (2 * self.std)).numpy()  # AST's normalisation (std doubled)
+
+
 def pad_batch(waves: list[np.ndarray]) -> np.ndarray:
     out = np.zeros((len(waves), max(len(w) for w in waves)), np.float32)
     for i, w in enumerate(waves):
@@ -100,7 +120,8 @@ class FbankEncoder(Encoder):
                  pooled=False):
         super().__init__(pooled=pooled)
         self.n_mels, self.mean, self.std = n_mels, mean, std
-        self.loader = AudioLoader(rate=RATE, min_samples=400, max_seconds=max_seconds)
+        self.loader = FbankLoader(rate=RATE, min_samples=400, max_seconds=max_seconds, n_mels=n_mels, mean=mean,
+                                  std=std)
 
     def settings(self) -> dict:
         return {
@@ -112,15 +133,7 @@ class FbankEncoder(Encoder):
         return None
 
     def _encode(self, batch: list[np.ndarray]):
-        out = []
-        for wave in batch:  # kaldi.fbank takes one waveform; it is cheap next to decoding
-            fbank = torchaudio.compliance.kaldi.fbank(
-                self.tensor(wave)[None], sample_frequency=RATE, num_mel_bins=self.n_mels, frame_length=25.0,
-                frame_shift=10.0, window_type="hanning", htk_compat=True, use_energy=False, dither=0.0,
-            )
-            fbank = (fbank - self.mean) / (2 * self.std)  # AST's normalisation (std doubled)
-            out.append((fbank.cpu().numpy(), np.arange(len(fbank)) * 0.010))
-        return out
+        return [(fbank, np.arange(len(fbank)) * 0.010) for fbank in batch]  # computed by the loader
 
 
 class HFAudioEncoder(Encoder):
