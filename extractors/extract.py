@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import select
 import threading
@@ -71,6 +72,14 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["__main__", __name__])
     return context
+
+
+def start_decoding_server() -> None:
+    """Start the decoding workers' forkserver now: it imports torch and the extractors (seconds of CPU)
+    in the background, while the caller goes on (importing Prefect, starting its flow), instead of
+    when the first batch waits for it."""
+    _worker_context()
+    multiprocessing.forkserver.ensure_running()
 
 
 def _die_with_parent() -> None:

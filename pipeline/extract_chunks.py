@@ -7,6 +7,7 @@ per-sample content hashes.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,12 @@ from pipeline.extract import (
 )
 from pipeline.manifest import Manifest
 from pipeline.spec_cache import spec_for
+from storage import remote
 from storage.catalog import Catalog
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
 from storage.layout import Store
 from storage.lock import store_lock
+from storage.remote import location
 
 
 @dataclass
@@ -76,9 +79,21 @@ def plan_extraction(manifest: Manifest, store: Path, config: ExtractConfig) -> E
 def nothing_to_extract(manifest: Manifest, store: Path, config: ExtractConfig, wait: float = 0.0) -> dict | None:
     """The extraction report when every configured modality is already done, else None: the answer to
     "is anything new?" plans under the store lock, builds no encoder and starts no flow."""
-    with store_lock(store, wait=wait):
+    store = location(store)
+    # In a bucket the answer takes no lease, so that a run with nothing new writes no object: what
+    # planning may write there (encoder records, hashes, specs) are whole objects, the same from any run.
+    with nullcontext() if remote.is_remote(store) else store_lock(store, wait=wait):
         plan = plan_extraction(manifest, store, config)
     return extraction_report(plan, [], manifest.rejected) if plan.nothing_to_do() else None
+
+
+def start_decoding_server(config: ExtractConfig) -> None:
+    """When chunks will decode in worker processes here, start their server now, so that it loads in
+    parallel with Prefect's import and the flow's start (text decodes in the encoding process)."""
+    if config.num_workers and set(config.modalities) - {"text"}:
+        from extractors.extract import start_decoding_server as start  # torch: only when there is work
+
+        start()
 
 
 def extraction_report(plan: ExtractionPlan, parts: list[tuple[ModalityPlan, ModalitySummary]],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from pipeline.cli.common import (
@@ -21,8 +19,8 @@ from pipeline.cli.common import (
 
 
 def extract(
-    manifest: Path = typer.Option(..., help="Manifest (CSV, JSONL or Parquet) listing the samples."),
-    store: Path = typer.Option(..., help="Feature store folder (created if missing)."),
+    manifest: str = typer.Option(..., help="Manifest (CSV, JSONL or Parquet) listing the samples; a path or a URL."),
+    store: str = typer.Option(..., help="Feature store: a folder (created if missing) or a URL (s3://bucket/store)."),
     modality: list[str] | None = typer.Option(None, "--modality", "-m", help=MODALITY_HELP),
     encoder: list[str] | None = typer.Option(None, "--encoder", "-e", help=ENCODER_HELP),
     option: list[str] | None = typer.Option(None, "--option", "-o", help=OPTION_HELP),
@@ -41,7 +39,7 @@ def extract(
     Runs as a Prefect flow when there is something to extract; with nothing new it only prints the
     summary (no flow, no model). Bad inputs become `failed` catalog rows with a reason; the run goes on.
     """
-    from pipeline.extract_chunks import nothing_to_extract
+    from pipeline.extract_chunks import nothing_to_extract, start_decoding_server
     from pipeline.stages import StageError, check_failures
 
     config = extract_config(modality, encoder, option, dtype=dtype, batch_size=batch_size, num_workers=workers,
@@ -50,6 +48,7 @@ def extract(
     samples = load_manifest(manifest, allow_outside_root)
     report = run_guarded(lambda: nothing_to_extract(samples, store, config, wait))
     if report is None:
+        start_decoding_server(config)
         from flows.extract import extract_flow  # imports Prefect: only when there is work
 
         report = run_guarded(lambda: extract_flow(str(manifest), str(store), config, wait))
@@ -61,8 +60,8 @@ def extract(
 
 
 def pack(
-    manifest: Path = typer.Option(..., help="Manifest whose samples to pack (removed samples drop out)."),
-    store: Path = typer.Option(..., help="Feature store folder."),
+    manifest: str = typer.Option(..., help="Manifest whose samples to pack (removed samples drop out)."),
+    store: str = typer.Option(..., help="Feature store: a folder or a URL (s3://bucket/store)."),
     modality: list[str] | None = typer.Option(None, "--modality", "-m", help=MODALITY_HELP),
     encoder: list[str] | None = typer.Option(None, "--encoder", "-e", help=ENCODER_HELP),
     option: list[str] | None = typer.Option(None, "--option", "-o", help=OPTION_HELP),
