@@ -20,6 +20,8 @@ import soxr
 from av.video.reformatter import VideoReformatter
 from torch.utils.data import get_worker_info
 
+from extractors.fetch import fetch, is_url
+
 # One OpenCV thread, set before any worker is forked: a child forked while OpenCV's thread pool exists
 # can deadlock on the pool's lock (seen as a hung DataLoader worker), and our pictures are tiny anyway.
 cv2.setNumThreads(1)
@@ -43,13 +45,20 @@ class DecodeError(Exception):
 def _open(path: Path | str | None, what: str) -> av.container.InputContainer:
     if path is None:
         raise DecodeError(f"<no {what} file>", f"the sample has no {what} file")
+    if is_url(path):
+        return _opened(str(path), fetch(str(path), DecodeError))
     path = Path(path)
     if not path.is_file():
         raise DecodeError(path, "file not found" if not path.exists() else "not a regular file")
     if path.stat().st_size == 0:
         raise DecodeError(path, "file is empty (0 bytes)")
+    return _opened(path, str(path))
+
+
+def _opened(path, source) -> av.container.InputContainer:
+    """`source` (a file name, or a file's bytes in memory) opened by FFmpeg."""
     try:
-        return av.open(str(path), mode="r")
+        return av.open(source, mode="r")
     except (av.FFmpegError, OSError, ValueError) as e:
         raise DecodeError(path, f"not a readable media file ({e})") from e
 

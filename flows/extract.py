@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import multiprocessing
 from contextlib import nullcontext
-from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
@@ -25,6 +24,7 @@ from pipeline.extract import ModalitySummary, Todo
 from pipeline.extract_chunks import extract_chunk, extraction_report, plan_extraction
 from pipeline.manifest import read_manifest
 from storage.lock import store_lock
+from storage.remote import location
 from storage.shards import StoreFullError
 
 GPU_LIMIT = "precal-gpu"  # global concurrency limit for chunks on a GPU: `prefect gcl create precal-gpu --limit N`
@@ -66,7 +66,7 @@ def extract_chunk_task(store: str, modality: str, index: int, todo: list[Todo], 
     # Dask worker processes are daemons, which may not start DataLoader workers: decode in the task.
     workers = 0 if multiprocessing.current_process().daemon else config.num_workers
     with gpu_slot(config.device):
-        return extract_chunk(todo, Path(store), modality, config, fingerprint, num_workers=workers,
+        return extract_chunk(todo, location(store), modality, config, fingerprint, num_workers=workers,
                              progress=progress)
 
 
@@ -97,8 +97,8 @@ def extract_flow(manifest: str, store: str, config: ExtractConfig | None = None,
     config = config or ExtractConfig()
     # Rows with problems are left out and reported (rejected); only a manifest with no usable row fails.
     samples = read_manifest(manifest, allow_outside_root=config.allow_outside_root, check_files=False, strict=False)
-    with store_lock(Path(store), wait=wait):
-        plan = plan_extraction(samples, Path(store), config)
+    with store_lock(location(store), wait=wait):
+        plan = plan_extraction(samples, location(store), config)
         submitted = [(m, extract_chunk_task.submit(store, m.modality, i, chunk, config, m.fingerprint, progress))
                      for m, i, chunk in plan.chunks(config.shard_size)]
         wait_for_chunks([f for _, f in submitted])

@@ -34,7 +34,7 @@ from pipeline.stages import evaluate_stage, extract_outcome, pack_stage, prepare
 @flow(name="precal-pack")
 def pack_flow(manifest: str, store: str, config: ExtractConfig, wait: float = 0.0) -> StageOutcome:
     """Pack every configured modality; an unchanged selection (same pack id) reuses the existing pack."""
-    return pack_stage(Path(manifest), Path(store), config, wait)
+    return pack_stage(manifest, store, config, wait)
 
 
 @flow(name="precal-train")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from storage.layout import MODALITIES
-from trainers.config_file import ConfigError, load_file  # one error type and one reader for every config file
+from trainers.config_file import ConfigError, load_file, url_or_path  # one error type and reader for every config
 
 
 class EncoderChoice(BaseModel):
@@ -46,11 +46,22 @@ class ExtractConfig(BaseModel):
 
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    manifest: Path
-    store: Path
+    manifest: Path | str  # a path, or a URL (s3://bucket/data/manifest.csv)
+    store: Path | str     # a folder, or a URL (s3://bucket/store)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     train: dict[str, Any] = Field(default_factory=dict)  # validated by trainers.config
-    out: Path | None = None
+    out: Path | None = None  # run outputs (a local folder); default <store>/runs, so needed with a store URL
+
+    @field_validator("manifest", "store", mode="before")
+    @classmethod
+    def _urls_stay_text(cls, value):
+        return url_or_path(value)
+
+    @model_validator(mode="after")
+    def _out_for_a_store_url(self) -> PipelineConfig:
+        if self.out is None and isinstance(self.store, str):
+            raise ValueError("out: name a local folder for the runs' outputs (the store is a URL)")
+        return self
 
 
 def load_pipeline_config(path: Path) -> PipelineConfig:
@@ -61,5 +72,6 @@ def load_pipeline_config(path: Path) -> PipelineConfig:
     except ValidationError as err:
         raise ConfigError(f"{path}: invalid config:\n{err}") from err
     base = Path(path).resolve().parent
-    updates = {k: base / getattr(config, k) for k in ("manifest", "store", "out") if getattr(config, k) is not None}
+    updates = {k: base / getattr(config, k) for k in ("manifest", "store", "out")
+               if isinstance(getattr(config, k), Path)}
     return config.model_copy(update=updates)

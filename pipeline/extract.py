@@ -21,12 +21,14 @@ from extractors import EncoderSpec
 from pipeline.config import ExtractConfig
 from pipeline.manifest import Manifest, Sample
 from pipeline.spec_cache import spec_for
+from storage import remote
 from storage.atomic import write_bytes_atomic
 from storage.catalog import Catalog
 from storage.features import FeatureSet, FeatureWriter, UnstorableError
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
 from storage.layout import Store
 from storage.lock import store_lock
+from storage.remote import Location, location
 
 if TYPE_CHECKING:
     from extractors import Encoder
@@ -88,13 +90,22 @@ def plan(manifest: Manifest, store: Path, encoder: Encoder | EncoderSpec, dtype:
     return todo, skipped
 
 
-def _intact(store: Path, rows: list[dict]):
-    """A test of whether an ok row's shard is still there with its recorded size (one stat per shard)."""
-    layout, sizes = Store(store), {}
-    for shard in {r["shard"] for r in rows if r["status"] == "ok"}:
-        path = layout.shard_path(shard)
-        sizes[shard] = path.stat().st_size if path.is_file() else None
+def _intact(store: Location, rows: list[dict]):
+    """A test of whether an ok row's shard is still there with its recorded size."""
+    sizes = _shard_sizes(Store(store), rows)
     return lambda row: row["status"] == "ok" and sizes[row["shard"]] == row["shard_bytes"]
+
+
+def _shard_sizes(layout: Store, rows: list[dict]) -> dict[str, int | None]:
+    """Size of each shard the ok rows name, None when it is gone: a stat per shard on disk, one listing
+    of the rows' folders in a bucket (not a request per shard)."""
+    shards = {row["shard"] for row in rows if row["status"] == "ok"}
+    if not remote.is_remote(layout.root):
+        return {s: (p.stat().st_size if (p := layout.shard_path(s)).is_file() else None) for s in shards}
+    listed: dict = {}
+    for folder in {layout.shard_path(s).parent for s in shards}:
+        listed.update(remote.files_under(folder))
+    return {s: listed.get(layout.shard_path(s)) for s in shards}
 
 
 def extract_modality(todo: list[Todo], encoder: Encoder, store: Path, *, dtype: str = "float16",
@@ -187,11 +198,15 @@ def record_encoder(store: Path, spec: EncoderSpec, fingerprint: str, dtype: str)
     """Keep how the features were made beside them, so `verify --repair` can make them again. Rewritten
     whenever it does not read back as this record (a torn or edited file is mended, not trusted)."""
     path = Store(store).encoder_record(spec.modality, fingerprint)
-    info = {"modality": spec.modality, "name": spec.name, "options": spec.options, "dtype": dtype,
-            "settings": spec.describe()}
-    text = json.dumps(info, indent=2, sort_keys=True, default=str)
+    text = _record(spec, dtype)
     if _read_text(path) != text:
         write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _record(spec: EncoderSpec, dtype: str) -> str:
+    info = {"modality": spec.modality, "name": spec.name, "options": spec.options, "dtype": dtype,
+            "settings": spec.describe()}
+    return json.dumps(info, indent=2, sort_keys=True, default=str)
 
 
 def recorded_dtype(info: dict, path: Path) -> str:
@@ -232,12 +247,12 @@ class ExtractionReport:
 
 
 def extract_one_modality(manifest: Manifest, store: Path, modality: str, config: ExtractConfig,
-                         progress: bool = True) -> ModalitySummary:
+                         progress: bool = True, files: FileHashCache | None = None) -> ModalitySummary:
     """Plan and extract one modality with the encoder the config chooses (its model loads only when
     something is left to extract)."""
     choice = config.modalities[modality]
     spec = choose_spec(modality, choice.name, choice.options)
-    todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=config.retry_failed)
+    todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=config.retry_failed, files=files)
     record_encoder(store, spec, store_fingerprint(spec, config.dtype), config.dtype)
     summary = extract_modality(todo, spec.shared(), store, dtype=config.dtype, shard_size=config.shard_size,
                                batch_size=config.batch_size, num_workers=config.num_workers,
@@ -246,12 +261,34 @@ def extract_one_modality(manifest: Manifest, store: Path, modality: str, config:
     return summary
 
 
-def run_extraction(manifest: Manifest, store: Path, config: ExtractConfig, *, wait: float = 0.0,
+def run_extraction(manifest: Manifest, store: Location | str, config: ExtractConfig, *, wait: float = 0.0,
                    progress: bool = True) -> ExtractionReport:
-    """Extract every configured modality of the manifest into the store, holding the store's lock."""
+    """Extract every configured modality of the manifest into the store, holding the store's lock.
+
+    In a bucket, a run with nothing new only reads: it takes no lease and writes no object."""
+    store = location(store)
+    files = FileHashCache(Store(store).file_hashes)  # each source file hashed once per run, not per modality
+    if remote.is_remote(store) and (done := _all_done(manifest, store, config, files)) is not None:
+        return ExtractionReport(done, manifest.rejected)
     with store_lock(store, wait=wait):
-        summaries = [extract_one_modality(manifest, store, m, config, progress) for m in config.modalities]
+        summaries = [extract_one_modality(manifest, store, m, config, progress, files) for m in config.modalities]
+        files.save()
     return ExtractionReport(summaries, manifest.rejected)
+
+
+def _all_done(manifest: Manifest, store: Location, config: ExtractConfig,
+              files: FileHashCache) -> list[ModalitySummary] | None:
+    """Each modality's summary (all skipped) when nothing is left to extract or record, else None."""
+    summaries, latest = [], Catalog(store).latest()
+    for modality, choice in config.modalities.items():
+        spec = choose_spec(modality, choice.name, choice.options)
+        fingerprint = store_fingerprint(spec, config.dtype)
+        todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=config.retry_failed,
+                             latest=latest, files=files)
+        if todo or _read_text(Store(store).encoder_record(modality, fingerprint)) != _record(spec, config.dtype):
+            return None
+        summaries.append(ModalitySummary(modality, spec.encoder_name, fingerprint, skipped=skipped))
+    return summaries
 
 
 def selection_for(store: Path, config: ExtractConfig) -> dict[str, str]:

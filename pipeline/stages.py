@@ -69,7 +69,7 @@ def prepare_run(config: PipelineConfig, stages: list[str] | None, modalities: li
     return config, chosen, out
 
 
-def experiment_for(train: dict, pack_path: Path, pack_id: str, out: Path):
+def experiment_for(train: dict, pack_path: Path | str, pack_id: str, out: Path):
     """The experiment grid for a pack, its cache key (train config hash + pack id) and run folder.
 
     The run folder `<out>/runs/<key>` carries the key, so a changed training config trains afresh
@@ -96,7 +96,7 @@ def export_experiment(config: PipelineConfig, path: Path) -> Path:
     for launching it with torchrun; `precal run --stages train,evaluate` then finds it finished."""
     out = out_dir(config)
     packed = recorded(out, "pack", "train")["result"]
-    experiment, _ = experiment_for(config.train, Path(packed["path"]), packed["pack_id"], out)
+    experiment, _ = experiment_for(config.train, packed["path"], packed["pack_id"], out)
     path.write_text(yaml.safe_dump(experiment.model_dump(mode="json"), sort_keys=False))
     return experiment.out
 
@@ -138,7 +138,7 @@ def train_stage(train: dict, packed: dict, out: Path) -> StageOutcome:
     """Run the experiment grid on the pack, in `<out>/runs/<key>`; skipped when that grid is finished."""
     from trainers.experiment import run_experiment
 
-    experiment, key = experiment_for(train, Path(packed["path"]), packed["pack_id"], out)
+    experiment, key = experiment_for(train, packed["path"], packed["pack_id"], out)
     results = experiment.out / "results.json"
     status = "skipped" if results.is_file() else "ran"
     runs = json.loads(results.read_text()) if status == "skipped" else run_experiment(experiment)
@@ -150,7 +150,7 @@ def evaluate_stage(train: dict, packed: dict, out: Path) -> StageOutcome:
     skipped when metrics.json already holds this grid's key."""
     from trainers.experiment import summarize
 
-    experiment, key = experiment_for(train, Path(packed["path"]), packed["pack_id"], out)
+    experiment, key = experiment_for(train, packed["path"], packed["pack_id"], out)
     results, path = experiment.out / "results.json", metrics_path(out)
     if not results.is_file():
         raise StageError(f"no finished training runs in {experiment.out} for this config; run the train stage")

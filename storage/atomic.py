@@ -1,4 +1,5 @@
-"""State files written whole or not at all: a temporary name in the same folder, fsync, rename, fsync the folder.
+"""State files written whole or not at all: a temporary name in the same folder, fsync, rename, fsync the folder;
+on an object store, one PUT of the whole object.
 
 A reader (or a process started after a crash) finds either the old file or the new one, never a torn one.
 """
@@ -9,7 +10,9 @@ import json
 import os
 from pathlib import Path
 
+from storage import remote
 from storage.layout import temporary
+from storage.remote import Location
 
 
 def fsync_dir(path: Path) -> None:
@@ -20,7 +23,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Location, data: bytes) -> None:
+    if remote.is_remote(path):
+        remote.put(path, data)  # a PUT replaces an object whole: readers see the old one or the new
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary(path)
     try:
@@ -35,6 +41,6 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def write_json_atomic(path: Path, obj, **dumps) -> None:
+def write_json_atomic(path: Location, obj, **dumps) -> None:
     """JSON as text (`dumps` go to json.dumps); NaN and infinities are refused: they are not JSON."""
     write_bytes_atomic(path, json.dumps(obj, allow_nan=False, **dumps).encode("utf-8"))

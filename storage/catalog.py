@@ -6,6 +6,7 @@ half-written catalog. Readers take the newest row per key: re-extraction superse
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
@@ -15,8 +16,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from storage import remote
 from storage.atomic import fsync_dir
 from storage.layout import DAMAGED_MARK, Store, is_temporary, temporary
+from storage.remote import Location
 from storage.shards import full_disk_stops
 
 SCHEMA = pa.schema(
@@ -81,6 +84,10 @@ class CatalogError(RuntimeError):
     """A catalog part that cannot be read; the message names it and how to set it aside."""
 
 
+def _read_part(source: Path | bytes) -> pa.Table:
+    return pq.read_table(source if isinstance(source, Path) else io.BytesIO(source), schema=SCHEMA)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -90,8 +97,8 @@ class Catalog:
         self.layout = Store(store)
         self.dir = self.layout.catalog_dir
 
-    def parts(self) -> list[Path]:
-        if not self.dir.is_dir():
+    def parts(self) -> list[Location]:
+        if not remote.is_remote(self.dir) and not self.dir.is_dir():
             return []
         return sorted(p for p in self.dir.glob("*.parquet") if not is_temporary(p))
 
@@ -103,6 +110,11 @@ class Catalog:
         stamp = now()
         table = pa.Table.from_pylist([row.to_dict(stamp) for row in rows], schema=SCHEMA)
         final = self.layout.new_catalog_part()
+        if remote.is_remote(final):  # one PUT under a unique name: the part appears whole or not at all
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer)
+            remote.put(final, buffer.getvalue())
+            return final
         tmp = temporary(final)
         try:
             with full_disk_stops(final):
@@ -121,6 +133,8 @@ class Catalog:
         if not parts:
             return SCHEMA.empty_table()
         try:
+            if remote.is_remote(self.dir):
+                return pa.concat_tables(_read_part(data) for data in remote.read_many(parts))
             return ds.dataset([str(p) for p in parts], schema=SCHEMA, format="parquet").to_table()
         except (pa.ArrowException, OSError) as err:
             damaged = self.damaged_parts()
@@ -136,7 +150,7 @@ class Catalog:
         damaged = []
         for part in self.parts():
             try:
-                pq.read_table(part, schema=SCHEMA)
+                _read_part(part if isinstance(part, Path) else remote.read_bytes(part))
             except (pa.ArrowException, OSError) as err:
                 damaged.append((part, str(err)))
         return damaged
@@ -146,9 +160,13 @@ class Catalog:
         moved = []
         for part, _ in self.damaged_parts():
             target = part.with_name(part.name + DAMAGED_MARK)
-            os.replace(part, target)
+            if remote.is_remote(part):  # no rename on an object store: copy, then delete the original
+                remote.put(target, remote.read_bytes(part))
+                remote.remove(part)
+            else:
+                os.replace(part, target)
             moved.append(target)
-        if moved:
+        if moved and not remote.is_remote(self.dir):
             fsync_dir(self.dir)
         return moved
 

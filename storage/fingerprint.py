@@ -1,7 +1,7 @@
 """Content hashes of samples and fingerprints of settings.
 
-A file's sha256 is remembered with its size and mtime, so an unchanged dataset is not re-read on
-every run; when either changes the file is hashed again.
+A file's sha256 is remembered with its size and mtime (an object's: its size and ETag), so an unchanged
+dataset is not re-read on every run; when either changes the file is hashed again.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from storage import remote
 from storage.atomic import write_json_atomic
+from storage.remote import Location
 from storage.shards import sha256_file
 
 
@@ -23,7 +25,7 @@ def json_fingerprint(obj, length: int = 16) -> str:
 class FileHashCache:
     """sha256 of files keyed by (path, size, mtime_ns), kept as JSON in the store."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Location):
         self.path = path
         self.entries: dict[str, list] = {}
         if path.is_file():
@@ -32,17 +34,27 @@ class FileHashCache:
             except (json.JSONDecodeError, OSError):
                 self.entries = {}  # a damaged cache only costs re-hashing
         self.changed = False
+        self._listed: dict[Location, dict] = {}  # folder in a bucket -> {object: (size, ETag)}
 
-    def sha256(self, file: Path) -> str:
-        stat = file.stat()
+    def sha256(self, file: Location) -> str:
+        size, version = self._version(file)
         key = str(file)
         cached = self.entries.get(key)
-        if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
+        if cached and cached[0] == size and cached[1] == version:
             return cached[2]
         digest = sha256_file(file)
-        self.entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
+        self.entries[key] = [size, version, digest]
         self.changed = True
         return digest
+
+    def _version(self, file: Location) -> tuple[int, int | str]:
+        """(size, mtime) of a file; (size, ETag) of an object, from one listing of its folder per run
+        rather than a request per object."""
+        if not remote.is_remote(file):
+            return remote.version(file)
+        if file.parent not in self._listed:
+            self._listed[file.parent] = remote.versions_in(file.parent)
+        return self._listed[file.parent].get(file) or remote.version(file)
 
     def save(self) -> None:
         if not self.changed:

@@ -1,12 +1,13 @@
 """One writer per store on object storage, where no file lock works: a lease object.
 
-`<store>/.lease.json` names its holder (host, pid, run id) and an expiry on the wall clock. It is
-taken with a create-only PUT (If-None-Match: *), renewed by a background thread every quarter of its
-lifetime with a PUT conditional on the version this run wrote last (If-Match), and deleted at the
-end. A second run finds it and stops, or polls up to `wait` seconds, naming the holder. A lease is
-stale when it expired (its holder stopped renewing: killed, or its machine lost), or when its holder
-ran on this machine and that process is gone; a stale lease is taken over, with a warning naming the
-old holder, by a PUT conditional on the stale version, so of two runs taking it over at once one wins.
+The lease object (Store.lease, `<store>/.lease.json`) names its holder (host, pid, run id) and an
+expiry on the wall clock. It is taken with a create-only PUT (If-None-Match: *), renewed by a
+background thread every quarter of its lifetime with a PUT conditional on the version this run wrote
+last (If-Match), and deleted at the end. A second run finds it and stops, or polls up to `wait`
+seconds, naming the holder. A lease is stale when it expired (its holder stopped renewing: killed, or
+its machine lost), or when its holder ran on this machine and that process is gone; a stale lease is
+taken over, with a warning naming the old holder, by a PUT conditional on the stale version, so of two
+runs taking it over at once one wins.
 
 Stores without conditional PUTs (not in remote.ATOMIC_CREATE) get a fallback: write, wait SETTLE_S,
 read back, and count the lease as taken only if it still names this run; renewals there are plain
@@ -32,11 +33,11 @@ from datetime import UTC, datetime
 
 from storage import remote
 from storage.holders import StoreLockedError, alive
+from storage.layout import Store
 from storage.remote import URL
 
 log = logging.getLogger(__name__)
 
-LEASE_NAME = ".lease.json"
 LEASE_TTL_S = 60.0
 SETTLE_S = 1.0  # fallback only: how long a written lease must survive before it counts as taken
 POLL_S = 1.0
@@ -70,7 +71,7 @@ class Lease:
 
     def __init__(self, store: URL, ttl: float = LEASE_TTL_S):
         self.store = store
-        self.key = store / LEASE_NAME
+        self.key = Store(store).lease
         self.ttl = ttl
         self.run_id = uuid.uuid4().hex[:12]
         self.atomic = self.key.protocol in remote.ATOMIC_CREATE

@@ -17,7 +17,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from storage import remote
+from storage.holders import StoreLockedError, alive
 from storage.layout import Store
+from storage.lease import store_lease
+from storage.remote import location
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +38,18 @@ def _close_in_child() -> None:
 os.register_at_fork(after_in_child=_close_in_child)
 
 
-class StoreLockedError(RuntimeError):
-    pass
-
-
 @contextmanager
 def store_lock(store: Path, *, wait: float = 0.0):
     """Hold `<store>/.lock`; wait up to `wait` seconds for another writer, then stop with a clear message.
+    A store on an object store (a URL) is held by its lease instead (storage/lease.py).
 
     Re-entrant in the thread that holds it (a flow holding the lock may call pack, which takes it);
     other threads and processes are kept out."""
-    store = Path(store)
+    store = location(store)
+    if remote.is_remote(store):
+        with store_lease(store, wait=wait) as lease:
+            yield lease
+        return
     store.mkdir(parents=True, exist_ok=True)
     path = Store(store).lock
     key = store.resolve()
@@ -129,7 +134,7 @@ def _take_over_if_stale(path: Path) -> bool:
             os.close(fd)
             return True
         pid, host = _holder(path)
-        if pid is None or (host is not None and host != socket.gethostname()) or _alive(pid):
+        if pid is None or (host is not None and host != socket.gethostname()) or alive(pid):
             return False
         log.warning("store %s: the lock file %s names pid %d, which is no longer running, yet the lock is still "
                     "held (by a process it left behind); taking the lock over", path.parent, path, pid)
@@ -137,22 +142,3 @@ def _take_over_if_stale(path: Path) -> bool:
         return True
     finally:
         os.close(guard)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A killed process not yet reaped by its parent still has a pid, but holds nothing."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]

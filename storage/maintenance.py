@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storage import remote
 from storage.catalog import Catalog
 from storage.layout import Store, is_temporary, pack_file
 from storage.shards import sha256_file
@@ -82,7 +83,9 @@ def gc(store: Path, dry_run: bool = False, set_aside_damaged: bool = False) -> l
 
 def _remove(path: Path) -> None:
     """Delete a file, a link (never what it points to) or a folder left by a crashed pack."""
-    if path.is_dir() and not path.is_symlink():
+    if remote.is_remote(path):
+        remote.remove(path)  # an object: no links, and no folders
+    elif path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)

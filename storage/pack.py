@@ -4,6 +4,9 @@
 `pack.json`, which records each shard's sha256. The pack id hashes the chosen samples, their content and
 the encoder fingerprints: the same inputs give the same id, and an existing pack whose shards still match
 their sha256 is reused without rewriting anything; a damaged one is rebuilt.
+
+On an object store, where nothing can be renamed, the shards are written under their final names and
+pack.json last: a pack without its pack.json is damaged (verify_pack says so) and is written again.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from storage import remote
 from storage.atomic import fsync_dir, write_json_atomic
 from storage.catalog import Catalog, member_of
 from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
 from storage.layout import SPLITS, Store, pack_file, pack_shard_name, temporary
 from storage.lock import store_lock
 from storage.packinfo import verify_pack
+from storage.remote import location
 from storage.shards import MemberReader, json_bytes, write_shard
 
 PACK_VERSION = 1
@@ -43,7 +48,7 @@ def pack(store: Path, manifest, selection: dict[str, str], *, task: str | None =
 
     Holds the store's lock (waiting up to `wait` seconds for it): an extraction must not change the
     features being gathered, nor gc remove the pack being written."""
-    store = Path(store)
+    store = location(store)
     with store_lock(store, wait=wait):
         return _pack(store, manifest, selection, task, shard_size, progress)
 
@@ -61,16 +66,18 @@ def _pack(store: Path, manifest, selection: dict[str, str], task: str | None, sh
     damage = verify_pack(final) if found else None
     if found and damage is None:
         return PackResult(final, pack_id, False, counts, dropped)
-    tmp = temporary(final)
+    tmp = final if remote.is_remote(final) else temporary(final)
     try:
         splits = _write_splits(tmp, store, entries, sorted(selection), classes, shard_size, pack_id, progress)
         dims = {m: _dim(entries, m) for m in sorted(selection)}
         meta = {"pack_id": pack_id, "task": task, "classes": classes, "splits": splits,
                 "modalities": {m: {"fingerprint": selection[m], "dim": dims[m]} for m in sorted(selection)}}
         write_json_atomic(pack_file(tmp), meta, indent=2)
-        _move_into_place(tmp, final)
+        if tmp != final:
+            _move_into_place(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp != final:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PackResult(final, pack_id, True, counts, dropped, damage)
 

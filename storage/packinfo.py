@@ -4,17 +4,21 @@ shards, count and sha256), parsed here and nowhere else; storage/pack.py writes 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage import remote
+from storage.atomic import write_bytes_atomic
 from storage.layout import Store, pack_file
+from storage.remote import Location, location
 from storage.shards import sha256_file
 
 
 @dataclass(frozen=True)
 class PackInfo:
-    path: Path
+    path: Location
     pack_id: str
     task: str                       # "classification" | "regression"
     classes: list[str] | None
@@ -40,8 +44,8 @@ def _pack_json(path: Path) -> dict:
     return json.loads(meta_path.read_text(encoding="utf-8"))
 
 
-def read_pack(path: Path | str) -> PackInfo:
-    path = Path(path)
+def read_pack(path: Location | str) -> PackInfo:
+    path = location(path)
     meta = _pack_json(path)
     if meta["task"] not in ("classification", "regression"):
         raise ValueError(f"{pack_file(path)}: unknown task {meta['task']!r}")
@@ -68,6 +72,26 @@ def verify_pack(path: Path) -> str | None:
         if sha256_file(path / name) != digest:
             return f"{name}: sha256 mismatch (damaged or modified)"
     return None
+
+
+def cached_pack(info: PackInfo, cache_dir: Path) -> PackInfo:
+    """The pack copied to `cache_dir/<pack-id>/` when it lies in a bucket (a local pack is returned as
+    it is): each shard fetched once and checked against the sha256 pack.json records, so later epochs
+    and runs read local files. A shard already cached with the right sha256 is not fetched again."""
+    if not remote.is_remote(info.path):
+        return info
+    local = Path(cache_dir) / info.pack_id
+    for split in info.splits.values():
+        for name in split["shards"]:
+            if (local / name).is_file() and sha256_file(local / name) == split["sha256"][name]:
+                continue
+            data = remote.read_bytes(info.path / name)
+            if hashlib.sha256(data).hexdigest() != split["sha256"][name]:
+                raise ValueError(f"{info.path / name}: sha256 mismatch with {pack_file(info.path)} (damaged or "
+                                 "modified); `precal pack` writes the pack again")
+            write_bytes_atomic(local / name, data)
+    write_bytes_atomic(pack_file(local), remote.read_bytes(pack_file(info.path)))
+    return read_pack(local)
 
 
 def verify_packs(store: Path) -> dict[str, str | None]:

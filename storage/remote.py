@@ -167,11 +167,39 @@ def size(where: Location) -> int:
     return int(filesystem(where).size(where.key))
 
 
+def version(where: Location) -> tuple[int, int | str]:
+    """(size, what changes when the bytes do): a file's mtime in ns, an object's ETag."""
+    if isinstance(where, Path):
+        stat = where.stat()
+        return stat.st_size, stat.st_mtime_ns
+    info = filesystem(where).info(where.key)
+    return int(info.get("size") or 0), str(info.get("ETag") or info.get("etag") or info.get("mtime") or "")
+
+
+def versions_in(folder: URL) -> dict[URL, tuple[int, str]]:
+    """version() of every object directly in a folder, from one listing."""
+    try:
+        entries = filesystem(folder).ls(folder.key, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {folder / PurePosixPath(e["name"]).name: (int(e.get("size") or 0), str(e.get("ETag") or e.get("etag") or ""))
+            for e in entries if e.get("type") == "file"}
+
+
 def read_bytes(where: Location) -> bytes:
     """The whole file, in one request on an object store."""
     if isinstance(where, Path):
         return where.read_bytes()
     return filesystem(where).cat_file(where.key)
+
+
+def read_many(locations: list[Location]) -> list[bytes]:
+    """Several whole files; objects of one store are fetched concurrently."""
+    urls = [where for where in locations if isinstance(where, URL)]
+    if not urls:
+        return [read_bytes(where) for where in locations]
+    fetched = filesystem(urls[0]).cat([where.key for where in urls])
+    return [read_bytes(where) if isinstance(where, Path) else fetched[where.key] for where in locations]
 
 
 def open_read(where: Location) -> IO[bytes]:

@@ -27,12 +27,14 @@ import stat
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+from storage import remote
 from storage.atomic import fsync_dir
 from storage.layout import Store, temporary
 from storage.npy import check_npy
+from storage.remote import Location
 
 NAME_LIMIT = 100  # bytes of a ustar member name (no '/' in ours, so no prefix field to spill into)
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -70,10 +72,12 @@ def json_bytes(obj) -> bytes:
     return json.dumps(obj, sort_keys=True).encode("utf-8")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Location, chunk: int = 1 << 20) -> str:
     """sha256 of a regular file's bytes; NotRegularFileError for anything else (a FIFO would block the
     open or the read forever, /dev/zero never ends)."""
     digest = hashlib.sha256()
+    if remote.is_remote(path):
+        return hashlib.sha256(remote.read_bytes(path)).hexdigest()  # one request (shards, clips: small)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
     with open(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -83,18 +87,21 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> str:
-    """Write samples (key, {ext: bytes}) to `path` atomically; return the shard's sha256."""
+def write_shard(path: Location, samples: Iterable[tuple[str, dict[str, bytes]]]) -> str:
+    """Write samples (key, {ext: bytes}) to `path` atomically; return the shard's sha256.
+
+    On an object store the shard is built in memory and sent in one PUT (objects appear whole or not
+    at all, so there is no temporary name to rename)."""
+    if remote.is_remote(path):
+        raw = io.BytesIO()
+        _write_tar(raw, samples)
+        remote.put(path, raw.getvalue())
+        return hashlib.sha256(raw.getbuffer()).hexdigest()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary(path)
     try:
         with full_disk_stops(path), open(tmp, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for key, members in samples:
-                    check_member_names(key, members)
-                    for ext, data in members.items():
-                        _check_member(key, ext, data)
-                        _add_member(tar, f"{key}.{ext}", data)
+            _write_tar(raw, samples)
             raw.flush()
             os.fsync(raw.fileno())
         digest = sha256_file(tmp)
@@ -104,6 +111,15 @@ def write_shard(path: Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> 
         tmp.unlink(missing_ok=True)
         raise
     return digest
+
+
+def _write_tar(raw, samples: Iterable[tuple[str, dict[str, bytes]]]) -> None:
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for key, members in samples:
+            check_member_names(key, members)
+            for ext, data in members.items():
+                _check_member(key, ext, data)
+                _add_member(tar, f"{key}.{ext}", data)
 
 
 def _check_member(key: str, ext: str, data: bytes) -> None:
@@ -173,11 +189,12 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return records
 
 
-def tar_entries(path: str, with_data: bool = True) -> Iterator[tuple[str, int, int, bytes | None]]:
+def tar_entries(path: str, with_data: bool = True, opened=None) -> Iterator[tuple[str, int, int, bytes | None]]:
     """(name, offset of its data, size, data) of each regular file of a tar, in order; data is None when
-    with_data is False (the payloads are then skipped, not read)."""
+    with_data is False (the payloads are then skipped, not read). `opened`: the tar's file, already open
+    at its start, read instead of opening `path` (which then only names it in errors)."""
     offset = 0
-    with open(path, "rb", buffering=1 << 20) as f:
+    with nullcontext(opened) if opened is not None else _open_shard(path) as f:
         pending: dict[str, str] = {}  # pax / GNU long-name fields for the next member
         while True:
             header = f.read(BLOCK)
@@ -220,6 +237,11 @@ def tar_entries(path: str, with_data: bool = True) -> Iterator[tuple[str, int, i
             pending = {}
             if kind in REGULAR:
                 yield name, start + BLOCK, size, data
+
+
+def _open_shard(path: str):
+    where = remote.location(path)
+    return open(where, "rb", buffering=1 << 20) if isinstance(where, Path) else remote.open_read(where)
 
 
 def split_name(name: str) -> tuple[str, str] | None:
@@ -271,10 +293,10 @@ class MemberReader:
     """Random access to members of a store's feature shards (named relative to the store, as catalog rows
     name them): each shard's index comes from `tar_entries`' headers, then members are read by offset."""
 
-    max_open = 64  # stay far below the process's file-descriptor limit
-
-    def __init__(self, store: Path):
+    def __init__(self, store: Location):
         self.layout = Store(store)
+        # Files: far below the process's descriptor limit; objects, held whole in memory: a few.
+        self.max_open = 8 if remote.is_remote(self.layout.root) else 64
         self.index: dict[str, dict[str, tuple[int, int]]] = {}
         self.files: dict[str, object] = {}
 
@@ -282,17 +304,18 @@ class MemberReader:
         path = self.layout.shard_path(shard)
         if shard not in self.files and len(self.files) >= self.max_open:
             self.close()
+        if shard not in self.files:
+            self.files[shard] = remote.open_read(path)  # an object is fetched whole: one request per shard
         if shard not in self.index:
             try:
-                self.index[shard] = {name: (at, size) for name, at, size, _ in tar_entries(str(path), with_data=False)}
+                entries = tar_entries(str(path), with_data=False, opened=self.files[shard])
+                self.index[shard] = {name: (at, size) for name, at, size, _ in entries}
             except CorruptShard as err:
                 raise ValueError(f"{path}: unreadable feature shard ({err}); "
                                  "`precal verify --repair` re-extracts it") from None
         if member not in self.index[shard]:
             raise ValueError(f"{path}: no member {member!r}, which the catalog places there "
                              "(`precal verify --repair` re-extracts the shard)")
-        if shard not in self.files:
-            self.files[shard] = open(path, "rb")
         f = self.files[shard]
         offset, size = self.index[shard][member]
         f.seek(offset)

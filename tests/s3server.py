@@ -52,6 +52,15 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def upload(folder: Path, prefix) -> None:
+    """Every file under a local folder to the same relative keys under `prefix` (a storage.remote.URL)."""
+    from storage import remote
+
+    fs = remote.filesystem(prefix)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        fs.put_file(str(path), (prefix / path.relative_to(folder).as_posix()).key)
+
+
 class S3Server:
     def __init__(self, data_dir: Path, bucket: str = "precal"):
         self.data_dir = Path(data_dir)

@@ -17,7 +17,8 @@ import pytest
 from storage import lease as lease_module
 from storage import remote
 from storage.holders import StoreLockedError
-from storage.lease import LEASE_NAME, Lease, store_lease
+from storage.layout import Store
+from storage.lease import Lease, store_lease
 from storage.remote import URL
 
 HOLDER = """
@@ -40,7 +41,7 @@ def start_holder(store: URL) -> subprocess.Popen:
 
 def foreign_lease(store: URL, expires_in: float) -> None:
     record = {"host": "other-machine", "pid": 4242, "run_id": "abc123", "expires_at": time.time() + expires_in}
-    remote.put(store / LEASE_NAME, json.dumps(record).encode())
+    remote.put(Store(store).lease, json.dumps(record).encode())
 
 
 def test_a_second_run_stops_naming_the_holder_then_waits_for_it(s3, monkeypatch):
@@ -75,7 +76,7 @@ def test_a_second_run_stops_naming_the_holder_then_waits_for_it(s3, monkeypatch)
         assert holders_seen == [os.getpid()]
     finally:
         holder.kill()
-    assert not remote.exists(store / LEASE_NAME)
+    assert not remote.exists(Store(store).lease)
 
 
 def test_a_killed_holders_lease_is_taken_over_with_a_warning(s3, caplog):
@@ -151,7 +152,7 @@ def test_stores_without_conditional_writes_verify_by_reading_back(monkeypatch):
     with store_lease(store):
         with pytest.raises(StoreLockedError, match=f"pid {os.getpid()}"):
             Lease(store).take()
-    assert not remote.exists(store / LEASE_NAME)
+    assert not remote.exists(Store(store).lease)
 
 
 def test_a_held_lease_is_renewed_in_the_background(s3):

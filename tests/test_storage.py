@@ -10,7 +10,8 @@ import webdataset as wds
 from pipeline.manifest import read_manifest, write_manifest
 from storage.catalog import Catalog, CatalogRow
 from storage.fingerprint import FileHashCache, content_hash
-from storage.lock import StoreLockedError, store_lock
+from storage.holders import StoreLockedError
+from storage.lock import store_lock
 from storage.maintenance import gc, status, verify
 from storage.npy import load_npy, npy_bytes
 from storage.pack import pack

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from storage.layout import MODALITIES
 from trainers.backbones import BACKBONES
-from trainers.config_file import load_file, relative_to, validate
+from trainers.config_file import load_file, relative_to, url_or_path, validate
 from trainers.model_config import ModelConfig, ModelOptions, check_name
 from trainers.models import CALIBRATIONS, METHODS
 
@@ -92,12 +92,18 @@ class TrainOptions(BaseModel):
 
 
 class TrainConfig(TrainOptions):
-    pack: Path
+    pack: Path | str             # a pack folder, or its URL in a bucket (s3://bucket/store/packed/<id>)
     out: Path
     backbone: Backbone = "late"
     method: Method = "none"
     calibration: str = "paper"   # variant of the calibration module; used when method == "calibration"
     seed: int = 0
+    shard_cache: Path | None = None  # a pack in a bucket is copied here once (checked) and read locally
+
+    @field_validator("pack", mode="before")
+    @classmethod
+    def _urls_stay_text(cls, value):
+        return url_or_path(value)
 
     @field_validator("calibration")
     @classmethod
@@ -115,7 +121,7 @@ class ExperimentConfig(BaseModel):
     """A grid: packs x backbones x methods (calibration expanded over its variants) x seeds."""
 
     model_config = ConfigDict(extra="forbid")
-    packs: list[Path] = Field(min_length=1)
+    packs: list[Path | str] = Field(min_length=1)  # folders, or URLs of packs in a bucket
     out: Path
     backbones: list[Backbone] = Field(default_factory=lambda: list(DEFAULT_BACKBONES))
     methods: list[Method] = Field(default_factory=lambda: list(DEFAULT_METHODS))
@@ -139,6 +145,11 @@ class ExperimentConfig(BaseModel):
     def _known_calibrations(cls, value: list[str]) -> list[str]:
         return [_check_calibration(v) for v in value]
 
+    @field_validator("packs", mode="before")
+    @classmethod
+    def _urls_stay_text(cls, value):
+        return [url_or_path(v) for v in value] if isinstance(value, list) else value
+
     @field_validator("backbones", "methods", "seeds")
     @classmethod
     def _not_empty_unique(cls, value: list) -> list:
@@ -153,7 +164,8 @@ def load_train_config(path: Path | str) -> TrainConfig:
     path = Path(path)
     config = validate(TrainConfig, load_file(path), str(path))
     base = path.resolve().parent
-    return config.model_copy(update={"pack": relative_to(base, config.pack), "out": relative_to(base, config.out)})
+    return config.model_copy(update={"pack": relative_to(base, config.pack), "out": relative_to(base, config.out),
+                                     "shard_cache": config.shard_cache and relative_to(base, config.shard_cache)})
 
 
 def load_experiment_config(path: Path | str) -> ExperimentConfig:

@@ -45,6 +45,13 @@ def validate(cls: type[BaseModel], data: dict, source: str = "config") -> BaseMo
         raise ConfigError(f"{source}: invalid {cls.__name__}:\n{_explain(err)}") from err
 
 
-def relative_to(base: Path, path: Path) -> Path:
-    """A config's relative path, taken from the config file's folder `base`."""
+def url_or_path(value):
+    """A URL kept as written (a Path would fold its '//'), anything else as a path."""
+    return value if "://" in str(value) else Path(value)
+
+
+def relative_to(base: Path, path: Path | str) -> Path | str:
+    """A config's relative path, taken from the config file's folder `base` (a URL, text, as it is)."""
+    if isinstance(path, str):
+        return path
     return path if path.is_absolute() else base / path

@@ -30,6 +30,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from storage import remote
 from storage.packinfo import PackInfo
 from storage.shards import count_samples, shards_samples
 from trainers.batches import BatchSpec
@@ -93,16 +94,20 @@ def _tar_samples(urls: list[str]) -> Iterator[dict]:
 def shard_sizes(urls: tuple[str, ...]) -> tuple[int, ...]:
     """Samples per shard, counted from the tar headers alone, once per version of each file: a pack rebuilt
     in this process (or a shard damaged since) is counted again."""
-    return tuple(_samples_in(url, *_version(url)) for url in urls)
+    return tuple(_samples_in(url, _version(url)) for url in urls)
 
 
-def _version(url: str) -> tuple[int, int, int]:
+def _version(url: str) -> tuple:
+    """What changes when a shard does: a file's inode, size and mtime; an object's size and ETag."""
+    where = remote.location(url)
+    if remote.is_remote(where):
+        return remote.version(where)
     status = os.stat(url)
     return status.st_ino, status.st_size, status.st_mtime_ns
 
 
 @functools.lru_cache(maxsize=4096)
-def _samples_in(url: str, inode: int, size: int, mtime_ns: int) -> int:
+def _samples_in(url: str, version: tuple) -> int:
     return count_samples(url)
 
 

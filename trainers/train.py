@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from storage.packinfo import PackInfo, read_pack
+from storage.packinfo import PackInfo, cached_pack, read_pack
 from storage.shards import CorruptShard
 from trainers.analysis.dynamics import epoch_statistics
 from trainers.augment import feature_std
@@ -80,6 +80,8 @@ def train(config: TrainConfig) -> dict:
 
 def _train(config: TrainConfig, rt: Runtime) -> dict:
     info = read_pack(config.pack)
+    if config.shard_cache is not None:
+        info = cached_pack(info, config.shard_cache)
     modalities = choose_modalities(info, config.modalities)
     spec = batch_spec(config, info, modalities)
     if not info.count("valid"):

@@ -26,7 +26,7 @@ def fail(message: str, code: int = 2) -> None:
 def run_guarded(fn):
     """fn(); store errors, which name their file and what to do, are printed as such, not as tracebacks."""
     from storage.catalog import CatalogError
-    from storage.lock import StoreLockedError
+    from storage.holders import StoreLockedError
     from storage.shards import StoreFullError
 
     try:
@@ -64,7 +64,7 @@ def extract_config(modality: list[str] | None, encoder: list[str] | None, option
         fail(str(err))
 
 
-def load_manifest(path: Path, allow_outside_root: bool = False):
+def load_manifest(path: str | Path, allow_outside_root: bool = False):
     """Read leniently: bad rows are reported and left out, the good samples go on."""
     from pipeline.manifest import ManifestError, read_manifest
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -12,13 +11,15 @@ from pipeline.cli.common import OUTSIDE_ROOT_HELP, console, fail, load_manifest,
 
 
 def status(
-    store: Path = typer.Option(..., help="Feature store folder."),
+    store: str = typer.Option(..., help="Feature store: a folder or a URL (s3://bucket/store)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     failed: bool = typer.Option(False, "--failed", help="List every failed sample with its reason."),
 ):
     """Show what the store holds: ok/failed counts per modality and encoder, packs, failures."""
     from storage.maintenance import status as store_status
+    from storage.remote import location
 
+    store = location(store)
     if not store.is_dir():
         fail(f"{store}: no such store")
     info = run_guarded(lambda: store_status(store))
@@ -41,9 +42,9 @@ def status(
 
 
 def verify(
-    store: Path = typer.Option(..., help="Feature store folder."),
+    store: str = typer.Option(..., help="Feature store: a folder or a URL (s3://bucket/store)."),
     repair: bool = typer.Option(False, help="Re-extract what a bad or missing shard held (needs --manifest)."),
-    manifest: Path | None = typer.Option(None, help="The manifest the store was extracted from (for --repair)."),
+    manifest: str | None = typer.Option(None, help="The manifest the store was extracted from (for --repair)."),
     allow_outside_root: bool = typer.Option(False, help=OUTSIDE_ROOT_HELP),
     trust_remote_code: bool = typer.Option(False, help="For --repair: allow an encoder recorded with "
                                            "trust_remote_code to run the Python code shipped with its model."),
@@ -69,7 +70,7 @@ def verify(
         raise typer.Exit(1)
 
 
-def repair_shards(store: Path, report, manifest: Path, allow_outside_root: bool, trust_remote_code: bool) -> None:
+def repair_shards(store: str, report, manifest: str, allow_outside_root: bool, trust_remote_code: bool) -> None:
     """Extract again, from their sources, the samples the bad shards of `report` held."""
     from pipeline.repair import RepairError, plan_repair, repair_store
 
@@ -84,7 +85,7 @@ def repair_shards(store: Path, report, manifest: Path, allow_outside_root: bool,
     console.print(f"repaired: {sum(s.ok for s in summaries)} samples re-extracted")
 
 
-def verify_packs(store: Path) -> int:
+def verify_packs(store: str) -> int:
     """Name each pack whose shards do not match its pack.json; return how many."""
     from storage.packinfo import verify_packs as check_packs
 
@@ -98,7 +99,7 @@ def verify_packs(store: Path) -> int:
 
 
 def gc(
-    store: Path = typer.Option(..., help="Feature store folder."),
+    store: str = typer.Option(..., help="Feature store: a folder or a URL (s3://bucket/store)."),
     dry_run: bool = typer.Option(False, help="Only list what would be removed."),
     set_aside_damaged: bool = typer.Option(False, help="Rename unreadable catalog parts to *.damaged (their "
                                            "samples are extracted again) instead of stopping."),

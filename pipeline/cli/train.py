@@ -25,7 +25,7 @@ def train(config: Path = typer.Argument(..., help="Training config (YAML/JSON): 
 
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `precal train` (best.pt)."),
-    pack_dir: Path = typer.Option(..., "--pack", help="Packed shards folder (STORE/packed/<pack-id>)."),
+    pack_dir: str = typer.Option(..., "--pack", help="Packed shards folder (STORE/packed/<pack-id>), a path or a URL."),
     split: str = typer.Option("test", help="train, valid or test."),
 ):
     """Evaluate a trained checkpoint on one split of a pack and print its metrics."""

@@ -1,0 +1,32 @@
+"""Media in a bucket: any fsspec URL (`s3://...`, `gs://...`) a manifest names.
+
+A clip is fetched whole in one request and decoded from memory: clips are small, and seeking in a
+remote file would cost a request per seek. Credentials and endpoints come from the environment or the
+user's profiles, as fsspec finds them.
+"""
+
+from __future__ import annotations
+
+import io
+
+
+def is_url(path) -> bool:
+    """A media location that fsspec opens; `file://` URLs and plain paths are local files."""
+    protocol, sep, _ = str(path).partition("://")
+    return bool(sep) and protocol != "file"
+
+
+def fetch(url: str, error: type[Exception]) -> io.BytesIO:
+    """The bytes of the file at `url`; `error(url, reason)` when it is missing, unreadable or empty."""
+    import fsspec  # only for media in a bucket
+
+    try:
+        with fsspec.open(url, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise error(url, "file not found") from None
+    except (OSError, ValueError) as e:
+        raise error(url, f"cannot be read ({e})") from e
+    if not data:
+        raise error(url, "file is empty (0 bytes)")
+    return io.BytesIO(data)

@@ -1,0 +1,232 @@
+"""Everything in a bucket: media, manifest, feature store and packs on a real S3 server (SeaweedFS).
+
+Extraction reads the clips from the bucket and commits shards then catalog parts as objects; a no-op
+re-run writes no object; SIGKILL at random moments leaves a store that a re-run completes with every
+sample once; a second extraction against the same bucket store stops naming the holder of the lease;
+packing and training stream from the bucket.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from pipeline.config import ExtractConfig
+from pipeline.extract import run_extraction, selection_for
+from pipeline.manifest import read_manifest
+from storage import remote
+from storage.catalog import Catalog
+from storage.holders import StoreLockedError
+from storage.layout import Store
+from storage.maintenance import gc, verify
+from storage.npy import load_npy
+from storage.pack import pack
+from storage.packinfo import verify_pack
+from storage.remote import URL, location
+from storage.shards import read_shard
+from tests.helpers import bundled_subset
+from tests.orchestration_helpers import split_subset
+from tests.s3server import upload
+from trainers.config import TrainConfig
+from trainers.train import evaluate, train
+
+MODALITIES = ("text", "audio", "video")
+
+RUN = """
+import sys
+from pipeline.config import ExtractConfig
+from pipeline.extract import run_extraction, selection_for
+from pipeline.manifest import read_manifest
+from storage.remote import location
+config = ExtractConfig(shard_size=3, batch_size=4, num_workers=1)
+run_extraction(read_manifest(sys.argv[1]), location(sys.argv[2]), config, progress=False, wait=float(sys.argv[3]))
+print("finished", flush=True)
+"""
+
+
+def upload_subset(s3, tmp_path, count: int | dict[str, int]) -> tuple[str, URL]:
+    """`count` bundled clips (or so many per split) and their manifest in a fresh prefix of the bucket:
+    (manifest URL, prefix)."""
+    local = tmp_path / "data"
+    manifest = bundled_subset(local, count) if isinstance(count, int) else split_subset(local, count)
+    folder = manifest.parent
+    prefix = URL(s3.new_prefix())
+    upload(folder, prefix / "data")
+    return str(prefix / "data" / "manifest.csv"), prefix
+
+
+def start(manifest: str, store: URL, wait: float = 60) -> subprocess.Popen:
+    # A new session, so the kill takes the decoding workers too, as a crash of the machine would.
+    return subprocess.Popen([sys.executable, "-c", RUN, manifest, str(store), str(wait)], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(manifest: str, store: URL) -> None:
+    proc = start(manifest, store)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and "finished" in out, err
+
+
+def assert_honest(store: URL) -> None:
+    """Everything the catalog calls ok is in an intact shard with the recorded shape."""
+    assert verify(store).bad == {}
+    shards: dict[str, dict] = {}
+    for row in Catalog(store).latest():
+        if row["status"] == "ok":
+            if row["shard"] not in shards:
+                shards[row["shard"]] = dict(read_shard(store / row["shard"]))
+            assert list(load_npy(shards[row["shard"]][row["sample_id"]]["npy"]).shape) == row["shape"]
+
+
+def assert_complete(store: URL, ids: list[str]) -> None:
+    latest = Catalog(store).latest()
+    assert Counter((r["modality"], r["status"]) for r in latest) == {(m, "ok"): len(ids) for m in MODALITIES}
+    gc(store)  # drop orphans a crash left between a shard's PUT and its catalog part's
+    on_store = Counter()
+    for shard in remote.files_under(store / "features", ".tar"):
+        for key, members in read_shard(shard):
+            load_npy(members["npy"])  # reads back whole
+            on_store[(shard.parent.parent.name, key)] += 1
+    assert set(on_store.values()) == {1} and len(on_store) == len(MODALITIES) * len(ids)  # each sample once
+
+
+def test_extraction_reads_media_from_the_bucket_and_a_noop_rerun_writes_nothing(s3, tmp_path):
+    manifest, prefix = upload_subset(s3, tmp_path, 6)
+    store = prefix / "store"
+    config = ExtractConfig(shard_size=4, batch_size=4, num_workers=1)
+    report = run_extraction(read_manifest(manifest), store, config, progress=False)
+    assert (report.totals()["ok"], report.totals()["failed"]) == (18, 0)
+    assert_honest(store)
+    assert_complete(store, [row["sample_id"] for row in csv.DictReader(open(tmp_path / "data" / "manifest.csv"))])
+    objects, before = s3.object_keys(), s3.requests()
+    again = run_extraction(read_manifest(manifest), store, config, progress=False)
+    assert again.totals()["ok"] == 0 and again.totals()["skipped"] == 18
+    written = s3.requests() - before
+    assert s3.object_keys() == objects and written["PUT"] == 0 and written["DELETE"] == 0, written
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_rerun(s3, tmp_path):
+    manifest, prefix = upload_subset(s3, tmp_path, 12)
+    ids = [row["sample_id"] for row in csv.DictReader(open(tmp_path / "data" / "manifest.csv"))]
+    started = time.monotonic()
+    finish(manifest, prefix / "reference")
+    full = time.monotonic() - started
+    rng = random.Random(1234)
+    kills, stores = 0, 0
+    store = prefix / "store-0"
+    while kills < 5:
+        proc = start(manifest, store)
+        try:
+            proc.wait(timeout=rng.uniform(0.2, full))
+            assert proc.returncode == 0, proc.stderr.read()
+            assert_honest(store)
+            stores += 1  # it finished before the kill: carry on crashing a fresh store
+            store = prefix / f"store-{stores}"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            assert_honest(store)
+    finish(manifest, store)
+    assert_honest(store)
+    assert_complete(store, ids)
+    reference = {(r["sample_id"], r["modality"]): r["shape"] for r in Catalog(prefix / "reference").latest()}
+    assert {(r["sample_id"], r["modality"]): r["shape"] for r in Catalog(store).latest()} == reference
+
+
+def test_a_second_extraction_stops_naming_the_holder(s3, tmp_path):
+    manifest, prefix = upload_subset(s3, tmp_path, 6)
+    store = prefix / "store"
+    first = start(manifest, store)
+    try:
+        deadline = time.monotonic() + 120
+        while not remote.exists(Store(store).lease):  # polling the bucket for the first run's lease
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read() if first.poll() else ""
+            time.sleep(0.05)
+        with pytest.raises(StoreLockedError, match=rf"pid {first.pid} on host "):
+            run_extraction(read_manifest(manifest), store, ExtractConfig(num_workers=0), progress=False)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+
+
+@pytest.mark.slow
+def test_pack_train_and_evaluate_stream_from_the_bucket(s3, tmp_path, one_torch_thread):
+    manifest, prefix = upload_subset(s3, tmp_path, {"train": 8, "valid": 2, "test": 2})
+    store = prefix / "store"
+    config = ExtractConfig(shard_size=5, batch_size=4, num_workers=0)
+    samples = read_manifest(manifest)
+    run_extraction(samples, store, config, progress=False)
+    packed = pack(store, samples, selection_for(store, config), progress=False)
+    assert remote.is_remote(packed.path) and verify_pack(packed.path) is None
+    again = pack(store, samples, selection_for(store, config), progress=False)
+    assert not again.created and again.pack_id == packed.pack_id
+    settings = {"epochs": 2, "batch_size": 4, "num_workers": 0, "shuffle_buffer": 8, "hidden": 8}
+    streamed = train(TrainConfig(pack=str(packed.path), out=tmp_path / "streamed", **settings))
+    cached = train(TrainConfig(pack=str(packed.path), out=tmp_path / "cached", shard_cache=tmp_path / "cache",
+                               **settings))
+    assert (tmp_path / "cache" / packed.pack_id / "pack.json").is_file()
+    assert streamed["test"] == cached["test"] and streamed["best_epoch"] == cached["best_epoch"]
+    scored = evaluate(tmp_path / "streamed" / "best.pt", str(packed.path), "test")
+    assert scored == pytest.approx(streamed["test"])
+
+
+@pytest.mark.slow
+def test_dask_workers_given_only_the_urls(s3, tmp_path):
+    """Chunks run in Dask worker processes that get the manifest's and store's URLs, never a path: media
+    are read from the bucket and shards and catalog parts written there."""
+    from distributed import LocalCluster
+
+    from flows.extract import extract_flow, task_runner
+
+    manifest, prefix = upload_subset(s3, tmp_path, 6)
+    store = prefix / "store"
+    config = ExtractConfig(shard_size=2, num_workers=0)
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
+        on_dask = extract_flow.with_options(task_runner=task_runner("dask", cluster.scheduler_address))
+        report = on_dask(manifest, str(store), config, progress=False)
+    assert report["chunks"] == 9 and (report["totals"]["ok"], report["totals"]["failed"]) == (18, 0)
+    assert_honest(store)
+    assert_complete(store, [row["sample_id"] for row in csv.DictReader(open(tmp_path / "data" / "manifest.csv"))])
+    again = run_extraction(read_manifest(manifest), store, config, progress=False)
+    assert again.totals()["skipped"] == 18
+
+
+def test_status_verify_repair_and_gc_take_a_bucket_store(s3, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    manifest, prefix = upload_subset(s3, tmp_path, 4)
+    store = prefix / "store"
+    run_extraction(read_manifest(manifest), store, ExtractConfig(shard_size=2, num_workers=0,
+                                                                 modalities={"text": {}, "audio": {}}), progress=False)
+    cli = CliRunner()
+    shown = cli.invoke(app, ["status", "--store", str(store), "--json"])
+    assert shown.exit_code == 0 and {f["modality"]: f["ok"] for f in json.loads(shown.stdout)["features"]} == \
+        {"text": 4, "audio": 4}
+    damaged = sorted(remote.files_under(store / "features" / "audio", ".tar"))[0]
+    remote.put(damaged, b"not a tar any more")
+    checked = cli.invoke(app, ["verify", "--store", str(store)])
+    said = " ".join(checked.stdout.split())  # the console wraps long lines
+    assert checked.exit_code == 1 and f"bad {damaged.relative_to(store)}: sha256 mismatch" in said
+    repaired = cli.invoke(app, ["verify", "--store", str(store), "--repair", "--manifest", manifest])
+    assert repaired.exit_code == 0 and "repaired: 2 samples re-extracted" in repaired.stdout, repaired.stdout
+    assert cli.invoke(app, ["verify", "--store", str(store)]).exit_code == 0
+    collected = cli.invoke(app, ["gc", "--store", str(store)])
+    assert collected.exit_code == 0 and not remote.exists(Store(store).lease)
+    assert_honest(store)
+
+
+def test_local_paths_and_file_urls_are_the_same_store(tmp_path):
+    assert location(f"file://{tmp_path}/store") == tmp_path / "store"
