@@ -1,20 +1,12 @@
-"""Issue 12, the extraction/store half: hostile inputs and bad days become failed rows or clear errors
-naming the file; nothing hangs, nothing stays locked, a tampered store never runs its own code."""
+"""Issue 12, the extraction/store half, hostile inputs: one extraction over good clips and hostile rows (NaN
+and overflowing audio, a FIFO, /dev/zero, segments past the end, an over-long id) gives failed rows naming
+the file; manifests refuse bad labels and ids; pack neither hangs on a FIFO nor ignores the store lock."""
 
 import csv
-import errno
-import fcntl
-import json
-import logging
-import multiprocessing
 import os
-import select
 import struct
-import subprocess
-import sys
 import threading
 from contextlib import contextmanager
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +19,11 @@ from pipeline.config import EncoderChoice, ExtractConfig
 from pipeline.extract import extract_modality, plan, run_extraction, selection_for
 from pipeline.manifest import Sample, read_manifest
 from storage.catalog import Catalog, CatalogError, CatalogRow
-from storage.fingerprint import FileHashCache, content_hash
 from storage.lock import StoreLockedError, store_lock
-from storage.maintenance import gc, status, verify
-from storage.npy import load_npy, npy_bytes
+from storage.maintenance import gc
 from storage.pack import pack
-from storage.shards import StoreFullError, write_shard
 from tests.helpers import bundled_subset
 
-ROOT = Path(__file__).resolve().parents[1]
 AUDIO_VIDEO = {"audio": EncoderChoice(), "video": EncoderChoice()}
 LONG_ID = "x" * 120
 
@@ -144,168 +132,6 @@ def test_manifest_rejects_infinite_and_nan_labels(tmp_path):
     assert "row 3: label is empty" in manifest.rejected  # CSV readers take "nan" for no value
 
 
-# ---- 2: the store lock and killed extractions ----------------------------------------------------
-
-HOLD_AND_HANG = """
-import os, pathlib, sys
-from extractors.base import Encoder
-from extractors.extract import extract_features
-from pipeline.manifest import Sample
-from storage.lock import store_lock
-
-
-class Hang:
-    def __init__(self, report, never):
-        self.report, self.never = report, never
-
-    def __call__(self, sample):
-        with open(self.report, "w") as out:
-            out.write(f"{os.getpid()}\\n")
-        open(self.never).read()  # a FIFO no one writes to: blocks forever, like a worker stuck on its queue
-
-
-class HangEncoder(Encoder):
-    modality, name = "audio", "hang"
-
-    def __init__(self, report, never):
-        super().__init__()
-        self.loader = Hang(report, never)
-
-
-if __name__ == "__main__":
-    store, report, never = sys.argv[1:]
-    with store_lock(pathlib.Path(store)):
-        sample = Sample("a", "train", 0, audio=pathlib.Path("a.wav"))
-        list(extract_features([sample], HangEncoder(report, never), num_workers=1))
-"""
-
-
-def exits_within(pid: int, seconds: float) -> bool:
-    try:
-        handle = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([handle], [], [], seconds)[0])
-    finally:
-        os.close(handle)
-
-
-@pytest.mark.timeout(120)
-def test_sigkill_of_extract_leaves_no_worker_and_no_lock(tmp_path, caplog):
-    script, report, never = tmp_path / "hold_and_hang.py", tmp_path / "report", tmp_path / "never"
-    script.write_text(HOLD_AND_HANG)
-    os.mkfifo(report)
-    os.mkfifo(never)
-    store = tmp_path / "store"
-    main = subprocess.Popen([sys.executable, str(script), str(store), str(report), str(never)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    with open(report) as reports:  # opens once the decoding worker runs (and is about to block)
-        worker = int(reports.readline())
-    main.kill()  # what the OOM killer does
-    main.wait()
-    assert exits_within(worker, 30), "the decoding worker outlived its killed parent"
-    with caplog.at_level(logging.WARNING), store_lock(store):
-        pass
-    assert not caplog.records  # free on its own, not by a takeover
-
-
-def test_forked_children_do_not_hold_the_lock(tmp_path):
-    read_end, write_end = os.pipe()
-    ready_r, ready_w = os.pipe()
-    with store_lock(tmp_path):
-        child = os.fork()
-        if child == 0:  # outlives the lock's holder
-            os.write(ready_w, b"r")  # fork hooks have run: the inherited lock descriptor is closed
-            os.read(read_end, 1)
-            os._exit(0)
-        os.read(ready_r, 1)
-    try:
-        with store_lock(tmp_path):
-            pass
-    finally:
-        os.write(write_end, b"x")
-        os.waitpid(child, 0)
-
-
-def test_lock_held_for_a_dead_pid_is_taken_over_with_a_warning(tmp_path, caplog):
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    leftover = os.open(tmp_path / ".lock", os.O_RDWR | os.O_CREAT)  # as a worker of a killed holder keeps it
-    try:
-        fcntl.flock(leftover, fcntl.LOCK_EX)
-        os.write(leftover, f"{gone.pid}\n".encode())
-        with caplog.at_level(logging.WARNING), store_lock(tmp_path):
-            pass
-        assert f"pid {gone.pid}" in caplog.text and "taking the lock over" in caplog.text
-    finally:
-        os.close(leftover)
-
-
-def test_lock_of_a_live_holder_is_not_taken_over(tmp_path):
-    holder = os.open(tmp_path / ".lock", os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.flock(holder, fcntl.LOCK_EX)
-        os.write(holder, f"{os.getpid()}\n".encode())
-        with pytest.raises(StoreLockedError, match=f"pid {os.getpid()}.*{tmp_path / '.lock'}"):
-            with store_lock(tmp_path):
-                pass
-    finally:
-        os.close(holder)
-
-
-# ---- 3 and 13: verify --repair ------------------------------------------------------------------
-
-@pytest.fixture
-def damaged_store(tmp_path):
-    manifest = bundled_subset(tmp_path / "data", 2)
-    store = tmp_path / "store"
-    run_extraction(read_manifest(manifest), store, ExtractConfig(modalities={"audio": EncoderChoice()}, num_workers=0),
-                   progress=False)
-    shard = store / next(r["shard"] for r in Catalog(store).latest())
-    shard.write_bytes(shard.read_bytes()[:-700])
-    return manifest, store, shard, next(shard.parent.glob("encoder.json"))
-
-
-def repair(manifest, store, *extra):
-    from pipeline.cli import app
-
-    return CliRunner().invoke(app, ["verify", "--store", str(store), "--repair", "--manifest", str(manifest), *extra])
-
-
-def test_repair_never_enables_remote_code_recorded_in_the_store(damaged_store, monkeypatch):
-    manifest, store, shard, record = damaged_store
-    info = json.loads(record.read_text())
-    info.update(name="hf", options={"model": str(store / "evil"), "trust_remote_code": True})
-    record.write_text(json.dumps(info))
-    built = []
-    monkeypatch.setattr("extractors.encoder_spec", lambda *a, **kw: built.append(kw) or pytest.fail("built"))
-    outcome = repair(manifest, store)
-    assert outcome.exit_code == 2 and not built
-    assert "trust_remote_code" in outcome.output and "--trust-remote-code" in outcome.output
-    assert str(record) in outcome.output.replace("\n", "")
-    assert shard.is_file()  # nothing deleted
-
-
-def test_repair_says_what_it_loads_then_repairs(damaged_store):
-    manifest, store, shard, record = damaged_store
-    outcome = repair(manifest, store)
-    assert outcome.exit_code == 0, outcome.output
-    assert "repair will load the audio encoder logmel" in outcome.output
-    assert "repaired: 2 samples re-extracted" in outcome.output
-    assert not verify(store).bad
-
-
-def test_repair_with_a_damaged_encoder_record_deletes_nothing(damaged_store):
-    manifest, store, shard, record = damaged_store
-    record.write_text(record.read_text()[:25])  # truncated
-    damaged = shard.read_bytes()
-    outcome = repair(manifest, store)
-    assert outcome.exit_code == 2 and "damaged encoder record" in outcome.output
-    assert str(record) in outcome.output.replace("\n", "")
-    assert shard.read_bytes() == damaged
-
-
 # ---- 4: long sample ids -------------------------------------------------------------------------
 
 def test_manifest_caps_sample_id_length(tmp_path):
@@ -409,50 +235,6 @@ def test_pack_waits_for_the_store_lock(hostile):
         assert pack(store, manifest, selection, progress=False).counts["train"] == 2
 
 
-# ---- 14: a full disk ----------------------------------------------------------------------------
-
-@pytest.mark.timeout(120)
-def test_full_disk_stops_the_run_and_closes_the_workers(tmp_path, monkeypatch):
-    import storage.shards
-
-    def full(*_):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(storage.shards, "_add_member", full)
-    manifest = read_manifest(bundled_subset(tmp_path / "data", 3))
-    config = ExtractConfig(modalities={"audio": EncoderChoice()}, num_workers=1, shard_size=1)
-    with pytest.raises(StoreFullError, match="no space left on the store's device while writing .*shard") as caught:
-        run_extraction(manifest, tmp_path / "store", config, progress=True)  # as in flows: a bar keeps its iterable
-    assert caught.value.__traceback__ is not None  # the traceback (and the frames it holds) is still alive
-    assert not multiprocessing.active_children(), "a decoding worker outlived the failed extraction"
-
-
-class FakeChunk:
-    def __init__(self, outcome):
-        self.outcome, self.cancelled = outcome, False
-        self.wrapped_future = self
-
-    def wait(self):
-        pass
-
-    def result(self, raise_on_failure=True):
-        return self.outcome
-
-    def cancel(self):
-        self.cancelled = True
-
-
-def test_full_disk_cancels_the_chunks_not_started_and_is_not_retried():
-    from flows.extract import retry_transient, wait_for_chunks
-
-    full = StoreFullError(errno.ENOSPC, "no space left")
-    chunks = [FakeChunk("ok"), FakeChunk(full), FakeChunk("ok"), FakeChunk("ok")]
-    with pytest.raises(StoreFullError):
-        wait_for_chunks(chunks)
-    assert [c.cancelled for c in chunks] == [False, False, True, True]
-    assert not retry_transient(None, None, type("State", (), {"data": full})())
-
-
 # ---- 16: labels ---------------------------------------------------------------------------------
 
 def test_one_and_one_point_zero_are_one_class(tmp_path):
@@ -496,61 +278,3 @@ def test_damaged_catalog_part_is_named_and_gc_sets_it_aside(hostile, tmp_path):
     gc(store, set_aside_damaged=True)
     assert damaged.with_name(damaged.name + ".damaged").is_file()
     assert any(r["sample_id"] == good[0] for r in Catalog(store).latest())
-
-
-# ---- 18: status, gc, pictures, arrays -----------------------------------------------------------
-
-def test_status_counts_samples_whose_shards_are_gone_as_missing(damaged_store):
-    _, store, shard, _ = damaged_store
-    shard.unlink()
-    [audio] = status(store)["features"]
-    assert (audio["ok"], audio["missing"]) == (0, 2)
-
-
-def test_gc_removes_a_symlink_named_tar_without_following_it(damaged_store, tmp_path):
-    _, store, shard, _ = damaged_store
-    outside = tmp_path / "precious"
-    outside.mkdir()
-    (outside / "keep.tar").write_text("mine")
-    (shard.parent / "link.tar").symlink_to(outside, target_is_directory=True)
-    removed = gc(store)
-    assert shard.parent / "link.tar" in removed and not (shard.parent / "link.tar").exists()
-    assert (outside / "keep.tar").read_text() == "mine"
-
-
-def test_oversize_picture_is_reported_with_its_real_size(tmp_path):
-    import av
-
-    from extractors.decode import DecodeError, read_video
-
-    path = tmp_path / "big.mkv"
-    with av.open(str(path), "w") as out:  # a real 9000x4000 header, then widened to 20000x20000
-        stream = out.add_stream("rawvideo", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 9000, 4000, "yuv420p"
-        packet = av.Packet(bytes(64))
-        packet.stream, packet.pts, packet.dts, packet.time_base = stream, 0, 0, Fraction(1, 25)
-        out.mux(packet)
-    data = path.read_bytes()
-    data = data.replace(b"\xb0\x82\x23\x28", b"\xb0\x82\x4e\x20").replace(b"\xba\x82\x0f\xa0", b"\xba\x82\x4e\x20")
-    path.write_bytes(data)
-    with pytest.raises(DecodeError, match="absurd picture size 20000x20000"):
-        read_video(path, fps=5, size=(32, 32), grey=True)
-
-
-def test_negative_npy_shape_is_rejected(tmp_path):
-    good = npy_bytes(np.zeros((2, 4), np.float16))
-    bad = good.replace(b"(2, 4)", b"(-2, -4)")
-    with pytest.raises(ValueError, match="shape .* non-negative"):
-        load_npy(bad)
-    with pytest.raises(ValueError, match="sample s1: member s1.npy: .npy shape"):
-        write_shard(tmp_path / "shard.tar", [("s0", {"npy": good}), ("s1", {"npy": bad})])
-    assert not list(tmp_path.iterdir())
-
-
-@pytest.mark.timeout(30)
-def test_content_hash_refuses_what_is_not_a_regular_file(tmp_path):
-    os.mkfifo(tmp_path / "pipe.wav")
-    files = FileHashCache(tmp_path / "hashes.json")
-    for path in (tmp_path / "pipe.wav", Path("/dev/zero")):
-        digest = content_hash("audio", Sample("a", "train", 0, audio=path), files)
-        assert digest == content_hash("audio", Sample("a", "train", 0, audio=path), files)
