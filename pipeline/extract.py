@@ -25,7 +25,7 @@ from storage import remote
 from storage.atomic import write_bytes_atomic
 from storage.catalog import Catalog
 from storage.features import FeatureSet, FeatureWriter, UnstorableError
-from storage.fingerprint import FileHashCache, content_hash, json_fingerprint
+from storage.fingerprint import FileHashCache, content_hash, json_fingerprint, source_file
 from storage.layout import Store
 from storage.lock import store_lock
 from storage.remote import Location, location
@@ -76,6 +76,7 @@ def plan(manifest: Manifest, store: Path, encoder: Encoder | EncoderSpec, dtype:
     intact = _intact(store, mine)
     own = {r["sample_id"]: r for r in mine}
     reusable = {r["content_hash"]: r for r in mine if intact(r)}
+    files.prefetch(source_file(encoder.modality, s) for s in manifest.samples if s.has(encoder.modality))
     todo, skipped = [], 0
     for sample in manifest.samples:
         if not sample.has(encoder.modality):

@@ -22,6 +22,9 @@ def json_fingerprint(obj, length: int = 16) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
+PREFETCH = 64  # objects fetched at once when hashing files in a bucket
+
+
 class FileHashCache:
     """sha256 of files keyed by (path, size, mtime_ns), kept as JSON in the store."""
 
@@ -56,11 +59,43 @@ class FileHashCache:
             self._listed[file.parent] = remote.versions_in(file.parent)
         return self._listed[file.parent].get(file) or remote.version(file)
 
+    def prefetch(self, files) -> None:
+        """Hash the objects among `files` whose digest is not cached, fetching PREFETCH of them at a time
+        concurrently: one after another, a bucket's latency per request would dominate planning. A
+        missing or unreadable object is left to sha256, which reports it."""
+        stale = []
+        for file in dict.fromkeys(f for f in files if f is not None and remote.is_remote(f)):
+            try:
+                if not self._cached(file):
+                    stale.append(file)
+            except OSError:
+                continue
+        for start in range(0, len(stale), PREFETCH):
+            batch = stale[start:start + PREFETCH]
+            try:
+                fetched = remote.read_many(batch)
+            except OSError:
+                continue
+            for file, data in zip(batch, fetched):
+                self.entries[str(file)] = [*self._version(file), hashlib.sha256(data).hexdigest()]
+                self.changed = True
+
+    def _cached(self, file: Location) -> bool:
+        cached = self.entries.get(str(file))
+        return bool(cached) and list(cached[:2]) == list(self._version(file))
+
     def save(self) -> None:
         if not self.changed:
             return
         write_json_atomic(self.path, self.entries)
         self.changed = False
+
+
+def source_file(modality: str, sample) -> Location | None:
+    """The media file a modality of the sample is computed from (None for text)."""
+    if modality == "text":
+        return None
+    return sample.video if modality == "video" or sample.audio is None else sample.audio
 
 
 def content_hash(modality: str, sample, files: FileHashCache) -> str:
@@ -72,8 +107,7 @@ def content_hash(modality: str, sample, files: FileHashCache) -> str:
     if modality == "text":
         parts["text"] = sample.text
     else:
-        source = sample.video if modality == "video" or sample.audio is None else sample.audio
-        parts["source"] = _file_digest(source, files)
+        parts["source"] = _file_digest(source_file(modality, sample), files)
         parts["segment"] = [sample.start, sample.end]
     return json_fingerprint(parts, length=32)
 
