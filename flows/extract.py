@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from extractors import DecodeError
+from extractors.extract import reused_decoding_workers
 from flows.prefect_env import choose_prefect_api
 from pipeline.config import ExtractConfig
 from pipeline.extract import ModalitySummary, Todo
@@ -99,9 +100,10 @@ def extract_flow(manifest: str, store: str, config: ExtractConfig | None = None,
     samples = read_manifest(manifest, allow_outside_root=config.allow_outside_root, check_files=False, strict=False)
     with store_lock(location(store), wait=wait):
         plan = plan_extraction(samples, location(store), config)
-        submitted = [(m, extract_chunk_task.submit(store, m.modality, i, chunk, config, m.fingerprint, progress))
-                     for m, i, chunk in plan.chunks(config.shard_size)]
-        wait_for_chunks([f for _, f in submitted])
+        with reused_decoding_workers():  # chunks on this process's threads share one set of decoding workers
+            submitted = [(m, extract_chunk_task.submit(store, m.modality, i, chunk, config, m.fingerprint, progress))
+                         for m, i, chunk in plan.chunks(config.shard_size)]
+            wait_for_chunks([f for _, f in submitted])
         parts = [(m, f.result()) for m, f in submitted]
     report = extraction_report(plan, parts, samples.rejected)
     publish_extraction(report)
