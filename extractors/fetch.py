@@ -18,11 +18,13 @@ def is_url(path) -> bool:
 
 def fetch(url: str, error: type[Exception]) -> io.BytesIO:
     """The bytes of the file at `url`; `error(url, reason)` when it is missing, unreadable or empty."""
-    import fsspec  # only for media in a bucket
+    import fsspec.core  # only for media in a bucket
 
     try:
-        with fsspec.open(url, "rb") as f:
-            data = f.read()
+        protocol = url.partition("://")[0]
+        # One GET: opening the file, or s3fs's concurrent reads, would ask for its size first.
+        fs, path = fsspec.core.url_to_fs(url, **({"max_concurrency": 1} if protocol in ("s3", "s3a") else {}))
+        data = fs.cat_file(path)
     except FileNotFoundError:
         raise error(url, "file not found") from None
     except (OSError, ValueError) as e:

@@ -22,6 +22,11 @@ from typing import IO
 ATOMIC_CREATE = frozenset({"s3", "s3a"})
 
 
+# s3fs asks for an object's size (a HEAD) before reading it whole, to read large ones in concurrent
+# ranges; the store's objects (shards, parts, clips) are read whole in one GET instead.
+ONE_GET = {"s3": {"max_concurrency": 1}, "s3a": {"max_concurrency": 1}}
+
+
 class URL:
     """A location on an fsspec filesystem, joined and named like a PurePosixPath."""
 
@@ -148,7 +153,7 @@ def filesystem(where: URL):
     import fsspec
 
     try:
-        return fsspec.filesystem(where.protocol, use_listings_cache=False)
+        return fsspec.filesystem(where.protocol, use_listings_cache=False, **ONE_GET.get(where.protocol, {}))
     except ImportError as err:
         extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(where.protocol)
         hint = f" (pip install 'precal[{extra}]')" if extra else ""

@@ -30,7 +30,7 @@ from storage.layout import Store
 from storage.maintenance import gc, verify
 from storage.npy import load_npy
 from storage.pack import pack
-from storage.packinfo import verify_pack
+from storage.packinfo import cached_pack, read_pack, verify_pack
 from storage.remote import URL, location
 from storage.shards import read_shard
 from tests.helpers import bundled_subset
@@ -179,6 +179,10 @@ def test_pack_train_and_evaluate_stream_from_the_bucket(s3, tmp_path, one_torch_
     assert streamed["test"] == cached["test"] and streamed["best_epoch"] == cached["best_epoch"]
     scored = evaluate(tmp_path / "streamed" / "best.pt", str(packed.path), "test")
     assert scored == pytest.approx(streamed["test"])
+    shard = packed.path / read_pack(packed.path).splits["train"]["shards"][0]
+    remote.put(shard, remote.read_bytes(shard)[:-1024])  # cut short in the bucket
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        cached_pack(read_pack(packed.path), tmp_path / "fresh-cache")
 
 
 @pytest.mark.slow
