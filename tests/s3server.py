@@ -52,6 +52,17 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def reserve_ports() -> dict[str, int]:
+    """A free port for each of the server's listeners (free now; the server binds them when it starts)."""
+    return dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
+
+
+def client_env(ports: dict[str, int]) -> dict[str, str]:
+    """What an S3 client (s3fs, botocore) needs to reach a server on these ports."""
+    return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['s3.port']}", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
+
+
 def upload(folder: Path, prefix) -> None:
     """Every file under a local folder to the same relative keys under `prefix` (a storage.remote.URL)."""
     from storage import remote
@@ -62,17 +73,13 @@ def upload(folder: Path, prefix) -> None:
 
 
 class S3Server:
-    def __init__(self, data_dir: Path, bucket: str = "precal"):
+    def __init__(self, data_dir: Path, bucket: str = "precal", ports: dict[str, int] | None = None):
         self.data_dir = Path(data_dir)
         self.bucket = bucket
         self.process: subprocess.Popen | None = None
-        self.endpoint = ""
-
-    @property
-    def env(self) -> dict[str, str]:
-        """What an S3 client (s3fs, botocore) needs to reach this server."""
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
+        self.ports = ports or reserve_ports()
+        self.env = client_env(self.ports)
+        self.endpoint = self.env["AWS_ENDPOINT_URL"]
 
     def url(self, *parts: str) -> str:
         return "/".join([f"s3://{self.bucket}", *parts])
@@ -86,12 +93,10 @@ class S3Server:
         config.write_text(json.dumps({"identities": [{
             "name": "precal", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-        self.ports = ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
-        self.endpoint = f"http://127.0.0.1:{ports['s3.port']}"
         command = [weed, "server", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                    "-filer", "-s3", f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
                    "-volume.max=32", "-master.volumeSizeLimitMB=64", "-volume.preStopSeconds=0",
-                   *(f"-{flag}={port}" for flag, port in ports.items())]
+                   *(f"-{flag}={port}" for flag, port in self.ports.items())]
         (self.data_dir / "data").mkdir(exist_ok=True)
         self.log = open(self.data_dir / "weed.log", "wb")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
