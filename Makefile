@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: install demo test test-fast bench sample clean browser
+.PHONY: install demo test test-fast lint bench sample clean browser
 
 install: $(STAMP)
 
@@ -26,7 +26,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/precal demo
 
-test: $(STAMP) browser
+# Lint and format settings live in pyproject.toml; `ruff format .` fixes what the second check reports.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest -q -rs
 
 test-fast: $(STAMP)

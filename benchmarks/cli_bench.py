@@ -91,8 +91,13 @@ def extraction_seconds(output: str) -> float:
 
 
 def precal_env(home: Path) -> dict:
-    env = {**os.environ, "PREFECT_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "COLUMNS": "200",
+    }
     env.pop("PREFECT_API_URL", None)
     return env
 
@@ -100,8 +105,20 @@ def precal_env(home: Path) -> dict:
 def avdigits(folder: Path, env: dict) -> Path:
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
-        run([PRECAL, "datasets", "avdigits", "--fsdd", SHARED / "fsdd" / "recordings",
-             "--mnist", SHARED / "mnist" / "mnist_5k.csv.gz", "--out", folder], env)
+        run(
+            [
+                PRECAL,
+                "datasets",
+                "avdigits",
+                "--fsdd",
+                SHARED / "fsdd" / "recordings",
+                "--mnist",
+                SHARED / "mnist" / "mnist_5k.csv.gz",
+                "--out",
+                folder,
+            ],
+            env,
+        )
     return manifest
 
 
@@ -124,8 +141,22 @@ def lhotse_python(venv: Path) -> Path:
         subprocess.run([sys.executable, "-m", "venv", venv], check=True)
         wheel = str(LHOTSE_WHEEL) if LHOTSE_WHEEL.is_file() else "lhotse"
         # urllib3: lhotse imports it without declaring it
-        subprocess.run([python, "-m", "pip", "install", "-q", "-c", ROOT / "constraints.txt", wheel, "torch",
-                        "torchaudio", "urllib3"], check=True)
+        subprocess.run(
+            [
+                python,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "-c",
+                ROOT / "constraints.txt",
+                wheel,
+                "torch",
+                "torchaudio",
+                "urllib3",
+            ],
+            check=True,
+        )
     return python
 
 
@@ -144,12 +175,16 @@ def with_server(env: dict, manifest: Path, small: Path, work: Path, rounds: int,
     run([PRECAL, "server", "start"], env)
     try:
         for n in range(rounds):
-            call = results.add("small_server", run([PRECAL, "extract", "--manifest", small, "--store",
-                                                    work / f"small-{n}", *FBANK], env))
+            call = results.add(
+                "small_server",
+                run([PRECAL, "extract", "--manifest", small, "--store", work / f"small-{n}", *FBANK], env),
+            )
             results.setdefault("small_fixed_cost_server", []).append(call.wall - extraction_seconds(call.output))
         for n in range(rounds):
-            results.add("fsdd_precal_server", run([PRECAL, "extract", "--manifest", manifest, "--store",
-                                                  work / f"server-{n}", *FBANK], env))
+            results.add(
+                "fsdd_precal_server",
+                run([PRECAL, "extract", "--manifest", manifest, "--store", work / f"server-{n}", *FBANK], env),
+            )
     finally:
         run([PRECAL, "server", "stop"], env)
 
@@ -162,8 +197,9 @@ def shown(value):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=CACHE / "avdigits-full",
-                        help="AV-digits folder (built if missing)")
+    parser.add_argument(
+        "--data", type=Path, default=CACHE / "avdigits-full", help="AV-digits folder (built if missing)"
+    )
     parser.add_argument("--lhotse-venv", type=Path, default=Path("/tmp/lhotse-venv"))
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the FSDD extractions")
     parser.add_argument("--repeat", type=int, default=3, help="calls of each quick command (the fastest counts)")
@@ -176,8 +212,9 @@ def main() -> None:
         manifest = avdigits(args.data, env)
         store = CACHE / "avdigits-full-store"  # extracted once, then kept: the no-op is what is measured
         results = Results(avdigits_samples=sum(1 for _ in open(manifest)) - 1)
-        results.add("setup_extract", run([PRECAL, "extract", "--manifest", manifest, "--store", store,
-                                          "--workers", "1"], env))
+        results.add(
+            "setup_extract", run([PRECAL, "extract", "--manifest", manifest, "--store", store, "--workers", "1"], env)
+        )
         run([PRECAL, "pack", "--manifest", manifest, "--store", store], env)
         for _ in range(args.repeat):
             results.add("noop_full", run([PRECAL, "extract", "--manifest", manifest, "--store", store], env))
@@ -188,8 +225,9 @@ def main() -> None:
         fsdd_rounds(fsdd, lhotse_python(args.lhotse_venv), env, args.rounds, work, results)
         with_server(env, fsdd, fsdd_manifest(work / "small", 20), work, args.rounds, results)
     results["ratio_lhotse_over_precal"] = round(results.best("fsdd_lhotse") / results.best("fsdd_precal"), 3)
-    results["ratio_lhotse_over_precal_server"] = round(results.best("fsdd_lhotse") /
-                                                       results.best("fsdd_precal_server"), 3)
+    results["ratio_lhotse_over_precal_server"] = round(
+        results.best("fsdd_lhotse") / results.best("fsdd_precal_server"), 3
+    )
     results["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     results["cpus"] = os.cpu_count()
     for key, value in results.items():

@@ -87,16 +87,24 @@ def peak_rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT / "pipeline" / "sample" / "avdigits",
-                        help="folder with manifest.csv (default: the bundled AV-digits sample)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT / "pipeline" / "sample" / "avdigits",
+        help="folder with manifest.csv (default: the bundled AV-digits sample)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="use the first N clips")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for (b)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads of this process (default: torch's choice, one per core); 1 keeps a "
-                             "shared machine's OpenMP contention out of the numbers")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of this process (default: torch's choice, one per core); 1 keeps a "
+        "shared machine's OpenMP contention out of the numbers",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the numbers to this JSON file")
     args = parser.parse_args()
 
@@ -108,16 +116,18 @@ def main() -> None:
     for enc in encoders.values():  # first calls pay one-off set-up costs (allocators, kernels)
         enc.to(device).encode([enc.load(samples[0])])
     n = len(samples)
-    print(f"{n} clips from {args.data}, encoders: " + ", ".join(f"{m}={e.name}" for m, e in encoders.items()),
-          f"| {torch.get_num_threads()} torch threads, device {device}, {args.workers} workers, "
-          f"batch {args.batch_size}")
+    print(
+        f"{n} clips from {args.data}, encoders: " + ", ".join(f"{m}={e.name}" for m, e in encoders.items()),
+        f"| {torch.get_num_threads()} torch threads, device {device}, {args.workers} workers, batch {args.batch_size}",
+    )
 
     loaded = {m: [enc.load(s) for s in samples] for m, enc in encoders.items()}
     split = {"pipeline": {}, "bound": {}}  # fastest seconds per modality
     runs = {
         "naive": lambda: naive(samples, encoders),
-        "pipeline": lambda: pipeline(samples, encoders, batch_size=args.batch_size, workers=args.workers,
-                                     device=device, split=split["pipeline"]),
+        "pipeline": lambda: pipeline(
+            samples, encoders, batch_size=args.batch_size, workers=args.workers, device=device, split=split["pipeline"]
+        ),
         "bound": lambda: bound(loaded, encoders, batch_size=args.batch_size, split=split["bound"]),
     }
     # Rounds interleave the three, and the fastest round of each counts: a busy spell on a shared
@@ -140,15 +150,26 @@ def main() -> None:
         print(f"  {label:22s} {rate:8.1f}")
     for k, seconds in split.items():
         print(f"  {k} ms/clip by modality: " + ", ".join(f"{m} {1e3 * t / n:.2f}" for m, t in seconds.items()))
-    print("  CPU ms/clip (all processes): " + ", ".join(f"{k} {1e3 * c / n:.2f}" for k, c in cpu.items())
-          + f"   | load average {load:.1f} on {os.cpu_count()} cores (other work slows every number)")
-    print(f"  b/a = {rates['pipeline_clips_per_s'] / rates['naive_clips_per_s']:.2f}   "
-          f"b/c = {rates['pipeline_clips_per_s'] / rates['bound_clips_per_s']:.2f}   "
-          f"peak RSS {rss:.0f} MB   (max |a - b| feature difference {worst:.1e})")
+    print(
+        "  CPU ms/clip (all processes): "
+        + ", ".join(f"{k} {1e3 * c / n:.2f}" for k, c in cpu.items())
+        + f"   | load average {load:.1f} on {os.cpu_count()} cores (other work slows every number)"
+    )
+    print(
+        f"  b/a = {rates['pipeline_clips_per_s'] / rates['naive_clips_per_s']:.2f}   "
+        f"b/c = {rates['pipeline_clips_per_s'] / rates['bound_clips_per_s']:.2f}   "
+        f"peak RSS {rss:.0f} MB   (max |a - b| feature difference {worst:.1e})"
+    )
     if args.json:
-        extra = {"cpu_ms_per_clip": {k: 1e3 * c / n for k, c in cpu.items()}, "load_average": load, "clips": n,
-                 "torch_threads": torch.get_num_threads(), "workers": args.workers, "batch_size": args.batch_size,
-                 "device": device}
+        extra = {
+            "cpu_ms_per_clip": {k: 1e3 * c / n for k, c in cpu.items()},
+            "load_average": load,
+            "clips": n,
+            "torch_threads": torch.get_num_threads(),
+            "workers": args.workers,
+            "batch_size": args.batch_size,
+            "device": device,
+        }
         args.json.write_text(json.dumps({**rates, "peak_rss_mb": rss, **extra}, indent=2))
 
 

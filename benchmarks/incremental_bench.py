@@ -73,8 +73,12 @@ def prefect_startup_seconds() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT / "benchmarks" / ".cache" / "avdigits-full",
-                        help="AV-digits folder (built there from ../shared/data if missing)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT / "benchmarks" / ".cache" / "avdigits-full",
+        help="AV-digits folder (built there from ../shared/data if missing)",
+    )
     parser.add_argument("--json", type=Path, help="write the ratios as JSON here")
     args = parser.parse_args()
     manifest = full_set(args.data)

@@ -63,8 +63,12 @@ def timed_extraction(manifest: str, store, config: ExtractConfig) -> tuple[float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT / "benchmarks" / ".cache" / "avdigits-full",
-                        help="AV-digits folder (built there from ../shared/data if missing)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT / "benchmarks" / ".cache" / "avdigits-full",
+        help="AV-digits folder (built there from ../shared/data if missing)",
+    )
     parser.add_argument("--limit", type=int, help="only the first N clips (default: all)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each kind; the fastest is kept")
     parser.add_argument("--workers", type=int, default=1, help="decoding worker processes")
@@ -85,8 +89,9 @@ def main() -> None:
                 seconds, totals = timed_extraction(str(local_manifest), tmp / f"store-{n}", config)
                 local.append(seconds)
                 before = server.requests()
-                seconds, bucket_totals = timed_extraction(str(bucket / "data" / "manifest.csv"),
-                                                          bucket / f"store-{n}", config)
+                seconds, bucket_totals = timed_extraction(
+                    str(bucket / "data" / "manifest.csv"), bucket / f"store-{n}", config
+                )
                 in_bucket.append(seconds)
                 requests = server.requests() - before
                 assert bucket_totals == totals, (bucket_totals, totals)

@@ -75,8 +75,11 @@ def main() -> None:
     warm = read_manifest(first_clips(4, work / "warm"), allow_outside_root=True)
     run_extraction(warm, work / "warm" / "store", outside, progress=False)  # load encoders, hash weights once
     rows = {}
-    rows["plain"], _ = timed(lambda: run_extraction(read_manifest(manifest, allow_outside_root=True), work / "plain",
-                                                    outside, progress=False))
+    rows["plain"], _ = timed(
+        lambda: run_extraction(
+            read_manifest(manifest, allow_outside_root=True), work / "plain", outside, progress=False
+        )
+    )
     rows["default"], report = timed(lambda: extract_flow(str(manifest), str(work / "default"), outside, progress=False))
     with LocalCluster(n_workers=args.workers, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
         on_dask = extract_flow.with_options(task_runner=task_runner("dask", cluster.scheduler_address))
@@ -84,9 +87,14 @@ def main() -> None:
         rows["dask-warm"], _ = timed(lambda: on_dask(str(manifest), str(work / "dask2"), outside, progress=False))
     rows["noop"], noop = timed(lambda: extract_flow(str(manifest), str(work / "default"), outside, progress=False))
     assert noop["chunks"] == 0 and noop["totals"]["ok"] == 0
-    result = {"clips": args.clips, "chunk": args.chunk, "chunk_tasks": report["chunks"], "dask_workers": args.workers,
-              "seconds": {k: round(v, 2) for k, v in rows.items()},
-              "clips_per_second": {k: round(args.clips / v, 1) for k, v in rows.items() if k != "noop"}}
+    result = {
+        "clips": args.clips,
+        "chunk": args.chunk,
+        "chunk_tasks": report["chunks"],
+        "dask_workers": args.workers,
+        "seconds": {k: round(v, 2) for k, v in rows.items()},
+        "clips_per_second": {k: round(args.clips / v, 1) for k, v in rows.items() if k != "noop"},
+    }
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -7,6 +7,7 @@ same model, and the batches train() would give it (late fusion: time means poole
 Without --pack, a synthetic pack with realistic shapes is written to a temporary folder: text
 [~12, 384], audio [~100, 64], video [~10, 1024], float16, 2000 training samples.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,15 @@ def synthetic_sample(rng: np.random.Generator, sample_id: str, split: str) -> tu
     for m, (steps, dim) in SHAPES.items():
         length = int(rng.integers(max(1, steps * 2 // 3), steps * 4 // 3 + 1))  # +-33% around typical
         members[f"{m}.npy"] = npy_bytes(rng.normal(size=(length, dim)).astype(np.float16))
-    members["json"] = json_bytes({"sample_id": sample_id, "split": split, "label": str(target), "target": target,
-                                  "present": {m: True for m in SHAPES}})
+    members["json"] = json_bytes(
+        {
+            "sample_id": sample_id,
+            "split": split,
+            "label": str(target),
+            "target": target,
+            "present": {m: True for m in SHAPES},
+        }
+    )
     return sample_id, members
 
 
@@ -56,21 +64,38 @@ def write_synthetic_pack(root: Path, train: int, shard_size: int = 500) -> Path:
         shards = []
         for n, start in enumerate(range(0, count, shard_size)):
             name = pack_shard_name(split, n)
-            write_shard(root / name, (synthetic_sample(rng, f"{split}_{i:06d}", split)
-                                      for i in range(start, min(start + shard_size, count))))
+            write_shard(
+                root / name,
+                (
+                    synthetic_sample(rng, f"{split}_{i:06d}", split)
+                    for i in range(start, min(start + shard_size, count))
+                ),
+            )
             shards.append(name)
         splits[split] = {"shards": shards, "count": count}
-    meta = {"pack_id": "synthetic", "task": "classification", "classes": [str(c) for c in range(NUM_CLASSES)],
-            "modalities": {m: {"dim": dim, "encoder": "synthetic", "fingerprint": "0" * 16}
-                           for m, (_, dim) in SHAPES.items()},
-            "splits": splits}
+    meta = {
+        "pack_id": "synthetic",
+        "task": "classification",
+        "classes": [str(c) for c in range(NUM_CLASSES)],
+        "modalities": {
+            m: {"dim": dim, "encoder": "synthetic", "fingerprint": "0" * 16} for m, (_, dim) in SHAPES.items()
+        },
+        "splits": splits,
+    }
     pack_file(root).write_text(json.dumps(meta))
     return root
 
 
 def run_config(args, **changes) -> TrainConfig:
-    return TrainConfig(pack=args.pack, out=Path(tempfile.gettempdir()), batch_size=args.batch_size,
-                       num_workers=args.num_workers, hidden=args.hidden, device=args.device, **changes)
+    return TrainConfig(
+        pack=args.pack,
+        out=Path(tempfile.gettempdir()),
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        hidden=args.hidden,
+        device=args.device,
+        **changes,
+    )
 
 
 class Sized:
@@ -92,8 +117,15 @@ def fresh_model(config: TrainConfig, info, spec, rt: Runtime):
 
 
 def stream_loader(config: TrainConfig, info, spec, rt: Runtime) -> TrainLoader:
-    return TrainLoader(info, spec, batch_size=config.batch_size, shuffle_buffer=config.shuffle_buffer, seed=0,
-                       num_workers=config.num_workers, pin_memory=rt.device.type == "cuda")
+    return TrainLoader(
+        info,
+        spec,
+        batch_size=config.batch_size,
+        shuffle_buffer=config.shuffle_buffer,
+        seed=0,
+        num_workers=config.num_workers,
+        pin_memory=rt.device.type == "cuda",
+    )
 
 
 def stream_vs_memory(args, info, memory: InMemorySplit, rt: Runtime, backbone: str) -> dict:
@@ -105,8 +137,9 @@ def stream_vs_memory(args, info, memory: InMemorySplit, rt: Runtime, backbone: s
     steps = len(memory) // config.batch_size
     stream = stream_loader(config, info, spec, rt)
     sources = {
-        "memory": lambda epoch: Sized(lambda: memory.batches(config.batch_size, shuffle=True, seed=epoch,
-                                                             drop_last=True), steps),
+        "memory": lambda epoch: Sized(
+            lambda: memory.batches(config.batch_size, shuffle=True, seed=epoch, drop_last=True), steps
+        ),
         "stream": stream.epoch,
     }
     models = {name: fresh_model(config, info, spec, rt) for name in sources}
@@ -120,10 +153,15 @@ def stream_vs_memory(args, info, memory: InMemorySplit, rt: Runtime, backbone: s
                 elapsed[name] += time.perf_counter() - start
                 samples[name] += len(batches) * config.batch_size
     rate = {name: samples[name] / elapsed[name] for name in sources}
-    return {"num_workers": config.num_workers, "batch_size": config.batch_size, "epochs": args.epochs,
-            "pooled_by_loader": spec.pooled,
-            "memory_samples_per_s": round(rate["memory"], 1), "stream_samples_per_s": round(rate["stream"], 1),
-            "ratio": round(rate["stream"] / rate["memory"], 3)}
+    return {
+        "num_workers": config.num_workers,
+        "batch_size": config.batch_size,
+        "epochs": args.epochs,
+        "pooled_by_loader": spec.pooled,
+        "memory_samples_per_s": round(rate["memory"], 1),
+        "stream_samples_per_s": round(rate["stream"], 1),
+        "ratio": round(rate["stream"] / rate["memory"], 3),
+    }
 
 
 def loader_only(args, info, spec, rt: Runtime) -> float:
@@ -143,8 +181,13 @@ def compare_sources(args, info, memories, rt: Runtime) -> dict:
     per_backbone = {b: stream_vs_memory(args, info, memories(b), rt, b) for b in args.stream_backbones}
     headline = args.stream_backbones[0]
     spec = memories(headline).spec
-    return {"backbone": headline, "ratio": per_backbone[headline]["ratio"], "target": 0.9,
-            "loader_only_samples_per_s": round(loader_only(args, info, spec, rt), 1), **per_backbone}
+    return {
+        "backbone": headline,
+        "ratio": per_backbone[headline]["ratio"],
+        "target": 0.9,
+        "loader_only_samples_per_s": round(loader_only(args, info, spec, rt), 1),
+        **per_backbone,
+    }
 
 
 def timed_step(model, optimizer, batch, config, rt: Runtime, amp: bool) -> float:
@@ -156,7 +199,7 @@ def timed_step(model, optimizer, batch, config, rt: Runtime, amp: bool) -> float
 
 
 def variant_config(args, backbone: str, variant: str) -> TrainConfig:
-    """"none", a calibration variant ("paper", "reliability"), or "reliability:N" (evidence heads of width N)."""
+    """ "none", a calibration variant ("paper", "reliability"), or "reliability:N" (evidence heads of width N)."""
     if variant == "none":
         return run_config(args, backbone=backbone)
     name, _, width = variant.partition(":")
@@ -172,8 +215,9 @@ def calibration_overhead(args, info, memories, rt: Runtime) -> dict:
     variants = ["none", *args.variants]
     for backbone in args.backbones:
         memory = memories(backbone)
-        batches = [to_device(b, rt.device)
-                   for b in memory.batches(args.batch_size, shuffle=True, seed=0, drop_last=True)]
+        batches = [
+            to_device(b, rt.device) for b in memory.batches(args.batch_size, shuffle=True, seed=0, drop_last=True)
+        ]
         configs = {v: variant_config(args, backbone, v) for v in variants}
         models = {v: fresh_model(c, info, memory.spec, rt) for v, c in configs.items()}
         amp = use_amp(configs["none"], rt.device)
@@ -189,8 +233,12 @@ def calibration_overhead(args, info, memories, rt: Runtime) -> dict:
         for v in args.variants:
             ms = statistics.median(times[v]) * 1000
             module = sum(p.numel() for p in models[v][0].calibration.parameters())
-            report[backbone][v] = {"ms": round(ms, 3), "overhead": round(ms / plain - 1, 4), "parameters": module,
-                                   "parameter_share": round(module / backbone_parameters, 4)}
+            report[backbone][v] = {
+                "ms": round(ms, 3),
+                "overhead": round(ms / plain - 1, 4),
+                "parameters": module,
+                "parameter_share": round(module / backbone_parameters, 4),
+            }
     report["target"] = {"paper": 0.10, "reliability": 0.25}
     return report
 
@@ -209,11 +257,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="measured epochs per source (after one warm-up)")
     parser.add_argument("--steps", type=int, default=40, help="measured steps per model for the overhead")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--stream-backbones", nargs="+", default=["late"],
-                        help="backbones for stream vs memory (the first is the headline number)")
+    parser.add_argument(
+        "--stream-backbones",
+        nargs="+",
+        default=["late"],
+        help="backbones for stream vs memory (the first is the headline number)",
+    )
     parser.add_argument("--backbones", nargs="+", default=["late", "conv", "mult"])
-    parser.add_argument("--variants", nargs="+", default=["paper", "reliability"],
-                        help="calibration variants timed against none; reliability:N = evidence heads of width N")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["paper", "reliability"],
+        help="calibration variants timed against none; reliability:N = evidence heads of width N",
+    )
     parser.add_argument("--skip-stream", action="store_true", help="only the calibration overhead")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -236,10 +292,14 @@ def main() -> None:
             return splits[spec.pooled]
 
         with cpu_threads(rt.device, args.num_workers):  # the thread budget train() uses, for both sources
-            results = {"device": describe(rt.device), "torch_threads": torch.get_num_threads(),
-                       "cpu_count": os.cpu_count(), "train_samples": info.count("train"),
-                       "stream_vs_memory": None if args.skip_stream else compare_sources(args, info, memories, rt),
-                       "calibration_step_overhead": calibration_overhead(args, info, memories, rt)}
+            results = {
+                "device": describe(rt.device),
+                "torch_threads": torch.get_num_threads(),
+                "cpu_count": os.cpu_count(),
+                "train_samples": info.count("train"),
+                "stream_vs_memory": None if args.skip_stream else compare_sources(args, info, memories, rt),
+                "calibration_step_overhead": calibration_overhead(args, info, memories, rt),
+            }
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

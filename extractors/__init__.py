@@ -16,9 +16,18 @@ import importlib
 from .spec import DEFAULTS, EXTRACTOR_VERSION, EncoderSpec
 
 _MODULE_OF = {
-    "Encoder": "base", "Features": "base", "encoder_spec": "base", "get_encoder": "base", "list_encoders": "base",
-    "register": "base", "DecodeError": "decode", "iter_video_frames": "decode", "read_audio": "decode",
-    "read_text": "decode", "read_video": "decode", "extract_features": "extract",
+    "Encoder": "base",
+    "Features": "base",
+    "encoder_spec": "base",
+    "get_encoder": "base",
+    "list_encoders": "base",
+    "register": "base",
+    "DecodeError": "decode",
+    "iter_video_frames": "decode",
+    "read_audio": "decode",
+    "read_text": "decode",
+    "read_video": "decode",
+    "extract_features": "extract",
 }
 
 

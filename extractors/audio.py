@@ -52,9 +52,15 @@ class FbankLoader(AudioLoader):
     def __call__(self, sample) -> np.ndarray:
         with torch.inference_mode():
             fbank = torchaudio.compliance.kaldi.fbank(
-                torch.from_numpy(super().__call__(sample))[None], sample_frequency=self.rate,
-                num_mel_bins=self.n_mels, frame_length=25.0, frame_shift=10.0, window_type="hanning",
-                htk_compat=True, use_energy=False, dither=0.0,
+                torch.from_numpy(super().__call__(sample))[None],
+                sample_frequency=self.rate,
+                num_mel_bins=self.n_mels,
+                frame_length=25.0,
+                frame_shift=10.0,
+                window_type="hanning",
+                htk_compat=True,
+                use_energy=False,
+                dither=0.0,
             )
             return ((fbank - self.mean) / (2 * self.std)).numpy()  # AST's normalisation (std doubled)
 
@@ -90,8 +96,13 @@ class SpectrogramEncoder(Encoder):
 
     def settings(self) -> dict:
         return {
-            "rate": RATE, "n_fft": self.n_fft, "hop": self.hop, "n_mels": self.n_mels, "n_mfcc": self.n_mfcc,
-            "log": "ln(mel + 1e-6)", "max_seconds": self.loader.max_seconds,
+            "rate": RATE,
+            "n_fft": self.n_fft,
+            "hop": self.hop,
+            "n_mels": self.n_mels,
+            "n_mfcc": self.n_mfcc,
+            "log": "ln(mel + 1e-6)",
+            "max_seconds": self.loader.max_seconds,
         }
 
     def weights(self) -> None:
@@ -116,17 +127,25 @@ class FbankEncoder(Encoder):
     modality = "audio"
     name = "fbank"
 
-    def __init__(self, *, n_mels: int = 128, mean: float = -4.2677393, std: float = 4.5689974, max_seconds=None,
-                 pooled=False):
+    def __init__(
+        self, *, n_mels: int = 128, mean: float = -4.2677393, std: float = 4.5689974, max_seconds=None, pooled=False
+    ):
         super().__init__(pooled=pooled)
         self.n_mels, self.mean, self.std = n_mels, mean, std
-        self.loader = FbankLoader(rate=RATE, min_samples=400, max_seconds=max_seconds, n_mels=n_mels, mean=mean,
-                                  std=std)
+        self.loader = FbankLoader(
+            rate=RATE, min_samples=400, max_seconds=max_seconds, n_mels=n_mels, mean=mean, std=std
+        )
 
     def settings(self) -> dict:
         return {
-            "rate": RATE, "frame_length_ms": 25, "frame_shift_ms": 10, "window": "hanning", "n_mels": self.n_mels,
-            "mean": self.mean, "std": self.std, "max_seconds": self.loader.max_seconds,
+            "rate": RATE,
+            "frame_length_ms": 25,
+            "frame_shift_ms": 10,
+            "window": "hanning",
+            "n_mels": self.n_mels,
+            "mean": self.mean,
+            "std": self.std,
+            "max_seconds": self.loader.max_seconds,
         }
 
     def weights(self) -> None:
@@ -296,8 +315,9 @@ def fbank(**options) -> FbankEncoder:
 
 
 @register("audio", "hf")
-def hf_audio(model: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
-             **options) -> HFAudioEncoder:
+def hf_audio(
+    model: str | Path, *, revision: str | None = None, trust_remote_code: bool = False, **options
+) -> HFAudioEncoder:
     """Any Hugging Face speech encoder; the class is chosen by the checkpoint's model_type."""
     config = hf_load("AutoConfig", model, revision=revision, trust_remote_code=trust_remote_code)
     cls = _HF_AUDIO.get(config.model_type, Wav2Vec2StyleEncoder)

@@ -119,8 +119,20 @@ def _decode(container, stream, path) -> Iterator:
 
 # Planar YUV formats whose first plane is 8-bit luma, i.e. the grey picture itself.
 _LUMA_FORMATS = frozenset(
-    {"yuv420p", "yuv422p", "yuv444p", "yuv410p", "yuv411p", "yuv440p", "nv12", "nv21",
-     "yuvj420p", "yuvj422p", "yuvj444p", "yuvj440p"}
+    {
+        "yuv420p",
+        "yuv422p",
+        "yuv444p",
+        "yuv410p",
+        "yuv411p",
+        "yuv440p",
+        "nv12",
+        "nv21",
+        "yuvj420p",
+        "yuvj422p",
+        "yuvj444p",
+        "yuvj440p",
+    }
 )
 _LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
 
@@ -330,8 +342,9 @@ def read_audio(
         if not math.isinf(end):
             wave = wave[: round((end - start) * rate)]
         if wave.size == 0:
-            raise DecodeError(path, "no audio samples in the requested segment (zero-length audio)"
-                                    f"{_lasting(container)}")
+            raise DecodeError(
+                path, f"no audio samples in the requested segment (zero-length audio){_lasting(container)}"
+            )
         if not np.isfinite(wave).all():  # float WAVs can hold NaN/Inf; features of them would be NaN
             raise DecodeError(path, "audio samples include NaN or infinite values")
         return wave

@@ -223,4 +223,3 @@ def _stop(loader: DataLoader) -> None:
     if loader._iterator is not None:
         loader._iterator._shutdown_workers()
         loader._iterator = None
-

@@ -15,4 +15,4 @@ class SampleSource(Protocol):
     audio: Path | None  # None: the audio track of `video`, when it has one
     text: str | None
     start: float | None  # seconds; None: from the beginning
-    end: float | None    # seconds; None: to the end
+    end: float | None  # seconds; None: to the end

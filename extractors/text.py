@@ -75,9 +75,7 @@ class HFTextEncoder(Encoder):
         return [self.model]
 
     def _encode(self, batch: list[str]):
-        tokens = self.tokenizer(
-            batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
+        tokens = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
         with self.autocast():
             hidden = self.model(**tokens).last_hidden_state

@@ -39,8 +39,14 @@ class FrameLoader:
 
     def __call__(self, sample) -> np.ndarray:
         chunks = iter_video_frames(
-            sample.video, fps=self.fps, size=self.size, grey=self.grey, start=sample.start, end=sample.end,
-            max_seconds=self.max_seconds, interpolation=self.interpolation,
+            sample.video,
+            fps=self.fps,
+            size=self.size,
+            grey=self.grey,
+            start=sample.start,
+            end=sample.end,
+            max_seconds=self.max_seconds,
+            interpolation=self.interpolation,
         )
         # Cropping chunk by chunk keeps the peak at one chunk of uncropped frames.
         return np.concatenate([center_crop(c, self.crop) if self.crop else c for c in chunks])
@@ -69,8 +75,12 @@ class GreyEncoder(Encoder):
 
     def settings(self) -> dict:
         loader = self.loader
-        return {"fps": loader.fps, "size": list(loader.size), "interpolation": "area",
-                "max_seconds": loader.max_seconds}
+        return {
+            "fps": loader.fps,
+            "size": list(loader.size),
+            "interpolation": "area",
+            "max_seconds": loader.max_seconds,
+        }
 
     def weights(self) -> None:
         return None
@@ -124,13 +134,22 @@ class TorchvisionEncoder(FrameModelEncoder):
     """A torchvision classifier with its head removed, weights from a local state_dict file."""
 
     def __init__(
-        self, arch: str, *, weights: str | Path | None = None, fps: float = 1.0, resize: int = 256, crop: int = 224,
-        frames_per_batch: int = 64, max_seconds: float | None = None, pooled: bool = False,
+        self,
+        arch: str,
+        *,
+        weights: str | Path | None = None,
+        fps: float = 1.0,
+        resize: int = 256,
+        crop: int = 224,
+        frames_per_batch: int = 64,
+        max_seconds: float | None = None,
+        pooled: bool = False,
     ):
         super().__init__(frames_per_batch=frames_per_batch, pooled=pooled)
         if weights is None:
-            raise ValueError(f"video encoder {arch!r} needs weights=PATH, a local state_dict file "
-                             "(nothing is downloaded)")
+            raise ValueError(
+                f"video encoder {arch!r} needs weights=PATH, a local state_dict file (nothing is downloaded)"
+            )
         self.name, self.weights_path = arch, Path(weights)
         if not self.weights_path.is_file():
             raise FileNotFoundError(f"weights file not found: {self.weights_path}")
@@ -141,8 +160,13 @@ class TorchvisionEncoder(FrameModelEncoder):
     def settings(self) -> dict:
         loader = self.loader
         return {
-            "fps": loader.fps, "resize": loader.size, "crop": loader.crop, "interpolation": "bilinear",
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "max_seconds": loader.max_seconds,
+            "fps": loader.fps,
+            "resize": loader.size,
+            "crop": loader.crop,
+            "interpolation": "bilinear",
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "max_seconds": loader.max_seconds,
         }
 
     def weights(self) -> str:
@@ -199,8 +223,16 @@ class HFVideoEncoder(FrameModelEncoder):
     name = "hf"
 
     def __init__(
-        self, model, config, *, fps: float, frames_per_batch: int = 32, max_seconds: float | None = None,
-        pooled: bool = False, revision: str | None = None, trust_remote_code: bool = False,
+        self,
+        model,
+        config,
+        *,
+        fps: float,
+        frames_per_batch: int = 32,
+        max_seconds: float | None = None,
+        pooled: bool = False,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
     ):
         super().__init__(frames_per_batch=frames_per_batch, pooled=pooled)
         self.source, self.config = hf_source(model), config
@@ -212,8 +244,12 @@ class HFVideoEncoder(FrameModelEncoder):
         self.model = hf_load("AutoModel", self.source, **self.load_options).eval()
 
     def settings(self) -> dict:
-        return {"model_type": self.config.model_type, "fps": self.loader.fps, "decode_short_side": self.loader.size,
-                "max_seconds": self.loader.max_seconds}
+        return {
+            "model_type": self.config.model_type,
+            "fps": self.loader.fps,
+            "decode_short_side": self.loader.size,
+            "max_seconds": self.loader.max_seconds,
+        }
 
     def weights(self) -> str:
         return hf_identity(self.source, self.config)
@@ -292,8 +328,14 @@ for _arch in TORCHVISION_ARCHS:
 
 
 @register("video", "hf")
-def hf_video(model: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
-             fps: float | None = None, **options) -> HFVideoEncoder:
+def hf_video(
+    model: str | Path,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    fps: float | None = None,
+    **options,
+) -> HFVideoEncoder:
     """A Hugging Face vision checkpoint: VideoMAE over clips (default 8 fps), else per frame (default 1 fps)."""
     config = hf_load("AutoConfig", model, revision=revision, trust_remote_code=trust_remote_code)
     cls = VideoMAEEncoder if config.model_type == "videomae" else HFImageEncoder

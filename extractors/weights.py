@@ -30,11 +30,7 @@ def file_sha256(path: Path | str) -> str:
 def hf_files(folder: Path) -> list[Path]:
     files = [p for p in sorted(folder.iterdir()) if p.is_file()]
     has_safetensors = any(p.suffix == ".safetensors" for p in files)
-    return [
-        p
-        for p in files
-        if p.suffix in _HF_SUFFIXES or (p.suffix == ".bin" and not has_safetensors)
-    ]
+    return [p for p in files if p.suffix in _HF_SUFFIXES or (p.suffix == ".bin" and not has_safetensors)]
 
 
 def hf_identity(model: str | Path, config) -> str:

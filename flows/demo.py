@@ -32,14 +32,16 @@ def demo_flow(workdir: str) -> dict:
     from trainers.protocol_eval import robustness
 
     work = Path(workdir)
-    config = PipelineConfig(manifest=bundled_sample_dir() / "manifest.csv", store=work / "store", out=work,
-                            train=DEMO_EXPERIMENT)
+    config = PipelineConfig(
+        manifest=bundled_sample_dir() / "manifest.csv", store=work / "store", out=work, train=DEMO_EXPERIMENT
+    )
     result = run_pipeline(config)
     # The perturbed test clips share their sample ids with the clean ones: they get a store of their own.
     perturbed = bundled_sample_dir(perturbed=True)
     extract_flow(str(perturbed / "manifest.csv"), str(work / "store-pert"), config.extract, progress=False)
     pert_pack = pack_flow(str(perturbed / "manifest.csv"), str(work / "store-pert"), config.extract).result["path"]
     runs = json.loads(Path(result["metrics_path"]).read_text())["runs"]
-    result["robustness"] = robustness(runs, bundled_sample_dir() / "perturbations.csv", Path(pert_pack),
-                                      perturbed / "perturbations.csv")
+    result["robustness"] = robustness(
+        runs, bundled_sample_dir() / "perturbations.csv", Path(pert_pack), perturbed / "perturbations.csv"
+    )
     return result

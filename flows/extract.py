@@ -60,15 +60,23 @@ def concurrency_slot(name: str):
     return concurrency(name, occupy=1, strict=False)
 
 
-@task(name="extract-chunk", task_run_name="extract-{modality}-{index}", cache_policy=NO_CACHE, retries=2,
-      retry_delay_seconds=5, retry_condition_fn=retry_transient)
-def extract_chunk_task(store: str, modality: str, index: int, todo: list[Todo], config: ExtractConfig,
-                       fingerprint: str, progress: bool) -> ModalitySummary:
+@task(
+    name="extract-chunk",
+    task_run_name="extract-{modality}-{index}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_transient,
+)
+def extract_chunk_task(
+    store: str, modality: str, index: int, todo: list[Todo], config: ExtractConfig, fingerprint: str, progress: bool
+) -> ModalitySummary:
     # Dask worker processes are daemons, which may not start DataLoader workers: decode in the task.
     workers = 0 if multiprocessing.current_process().daemon else config.num_workers
     with gpu_slot(config.device):
-        return extract_chunk(todo, location(store), modality, config, fingerprint, num_workers=workers,
-                             progress=progress)
+        return extract_chunk(
+            todo, location(store), modality, config, fingerprint, num_workers=workers, progress=progress
+        )
 
 
 def task_runner(runner: str = "default", address: str | None = None):
@@ -88,8 +96,9 @@ def task_runner(runner: str = "default", address: str | None = None):
 
 
 @flow(name="precal-extract", task_runner=ThreadPoolTaskRunner(max_workers=1))
-def extract_flow(manifest: str, store: str, config: ExtractConfig | None = None, wait: float = 0.0,
-                 progress: bool = True) -> dict:
+def extract_flow(
+    manifest: str, store: str, config: ExtractConfig | None = None, wait: float = 0.0, progress: bool = True
+) -> dict:
     """Extract every configured modality of MANIFEST into STORE in chunks of `shard_size` samples.
 
     Returns the per-modality summary (ok/failed/skipped, shards, seconds) and the stage's cache key.
@@ -101,8 +110,10 @@ def extract_flow(manifest: str, store: str, config: ExtractConfig | None = None,
     with store_lock(location(store), wait=wait):
         plan = plan_extraction(samples, location(store), config)
         with reused_decoding_workers():  # chunks on this process's threads share one set of decoding workers
-            submitted = [(m, extract_chunk_task.submit(store, m.modality, i, chunk, config, m.fingerprint, progress))
-                         for m, i, chunk in plan.chunks(config.shard_size)]
+            submitted = [
+                (m, extract_chunk_task.submit(store, m.modality, i, chunk, config, m.fingerprint, progress))
+                for m, i, chunk in plan.chunks(config.shard_size)
+            ]
             wait_for_chunks([f for _, f in submitted])
         parts = [(m, f.result()) for m, f in submitted]
     report = extraction_report(plan, parts, samples.rejected)
@@ -118,15 +129,25 @@ def wait_for_chunks(futures: list) -> None:
         future.wait()
         outcome = future.result(raise_on_failure=False)
         if isinstance(outcome, StoreFullError):
-            for later in futures[n + 1:]:
+            for later in futures[n + 1 :]:
                 later.wrapped_future.cancel()
             raise outcome
 
 
 def publish_extraction(report: dict) -> None:
-    rows = [{"modality": s["modality"], "encoder": s["encoder"], "fingerprint": s["fingerprint"], "ok": s["ok"],
-             "failed": s["failed"], "skipped": s["skipped"], "shards": s["shards_written"],
-             "seconds": round(s["seconds"], 2)} for s in report["modalities"]]
+    rows = [
+        {
+            "modality": s["modality"],
+            "encoder": s["encoder"],
+            "fingerprint": s["fingerprint"],
+            "ok": s["ok"],
+            "failed": s["failed"],
+            "skipped": s["skipped"],
+            "shards": s["shards_written"],
+            "seconds": round(s["seconds"], 2),
+        }
+        for s in report["modalities"]
+    ]
     rejected = "".join(f"\n- rejected {reason}" for reason in report["rejected"][:20])
     summary = f"Extraction: {report['chunks']} chunk tasks; totals {report['totals']}{rejected}"
     create_table_artifact(rows, key="precal-extraction", description=summary)

@@ -49,8 +49,14 @@ def evaluate_flow(train: dict, pack: dict, out: str) -> StageOutcome:
     return evaluate_stage(train, pack, Path(out))
 
 
-def run_pipeline(config: PipelineConfig, stages: list[str] | None = None, modalities: list[str] | None = None,
-                 runner: str = "default", address: str | None = None, wait: float = 0.0) -> dict:
+def run_pipeline(
+    config: PipelineConfig,
+    stages: list[str] | None = None,
+    modalities: list[str] | None = None,
+    runner: str = "default",
+    address: str | None = None,
+    wait: float = 0.0,
+) -> dict:
     """Run the chosen stages in order inside the calling flow; a stage whose inputs are unchanged is skipped."""
     config, chosen, out = prepare_run(config, stages, modalities)
     extraction_runner = task_runner(runner, address)  # bad runner settings fail before any work
@@ -62,8 +68,14 @@ def run_pipeline(config: PipelineConfig, stages: list[str] | None = None, modali
 
     if "extract" in chosen:
         extract = extract_flow.with_options(task_runner=extraction_runner)
-        stage("extract", lambda: extract_outcome(extract(manifest, store, config.extract, wait,
-                                                         progress=runner == "default"), config.extract, config.store))
+        stage(
+            "extract",
+            lambda: extract_outcome(
+                extract(manifest, store, config.extract, wait, progress=runner == "default"),
+                config.extract,
+                config.store,
+            ),
+        )
     if "pack" in chosen:
         stage("pack", lambda: pack_flow(manifest, store, config.extract, wait))
     if {"train", "evaluate"} & set(chosen):
@@ -83,17 +95,27 @@ def publish(out: Path, records: list[StageRecord]) -> None:
     if metrics is not None:
         from trainers.experiment import results_markdown
 
-        create_markdown_artifact(results_markdown(metrics["runs"]), key="precal-metrics",
-                                 description=f"test metrics from {metrics_path(out)}")
+        create_markdown_artifact(
+            results_markdown(metrics["runs"]),
+            key="precal-metrics",
+            description=f"test metrics from {metrics_path(out)}",
+        )
     report = out / "report.html"
     if report.is_file():
-        create_link_artifact(report.resolve().as_uri(), link_text=str(report), key="precal-report",
-                             description="precal analysis report")
+        create_link_artifact(
+            report.resolve().as_uri(), link_text=str(report), key="precal-report", description="precal analysis report"
+        )
 
 
 @flow(name="precal-pipeline")
-def pipeline_flow(config: str, stages: list[str] | None = None, modalities: list[str] | None = None,
-                  runner: str = "default", address: str | None = None, wait: float = 0.0) -> dict:
+def pipeline_flow(
+    config: str,
+    stages: list[str] | None = None,
+    modalities: list[str] | None = None,
+    runner: str = "default",
+    address: str | None = None,
+    wait: float = 0.0,
+) -> dict:
     """Run the pipeline config at CONFIG (YAML/JSON): extract, pack, train, evaluate; skip what is unchanged.
 
     The config is read at every run, so a scheduled deployment picks up edits to it.
@@ -101,8 +123,9 @@ def pipeline_flow(config: str, stages: list[str] | None = None, modalities: list
     return run_pipeline(load_pipeline_config(Path(config)), stages, modalities, runner, address, wait)
 
 
-def serve_pipeline(config: Path, *, name: str, cron: str | None = None, interval: float | None = None,
-                   parameters: dict | None = None) -> None:
+def serve_pipeline(
+    config: Path, *, name: str, cron: str | None = None, interval: float | None = None, parameters: dict | None = None
+) -> None:
     """Serve the pipeline on CONFIG as a deployment with this schedule; blocks, running each scheduled
     flow run in a subprocess, one at a time (a run that overlaps the next schedule delays it)."""
     params = {"config": str(Path(config).resolve()), **(parameters or {})}

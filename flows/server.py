@@ -43,17 +43,25 @@ class ServerState:
         if self.state == "running":
             return f"running at {self.url} (pid {self.pid}); UI at {self.url.removesuffix('/api')}"
         if self.state == "not answering":
-            return (f"pid {self.pid} is alive but {self.url} does not answer; `precal server stop` ends it "
-                    f"(its log: {self.log})")
+            return (
+                f"pid {self.pid} is alive but {self.url} does not answer; `precal server stop` ends it "
+                f"(its log: {self.log})"
+            )
         if self.state == "died" and self.pid is None:
-            return (f"{record_path()} cannot be read (damaged): flows fall back to Prefect's temporary server; "
-                    "`precal server stop` removes it")
+            return (
+                f"{record_path()} cannot be read (damaged): flows fall back to Prefect's temporary server; "
+                "`precal server stop` removes it"
+            )
         if self.state == "died":
-            return (f"the server recorded in {record_path()} (pid {self.pid}, {self.url}) is no longer running: "
-                    f"flows fall back to Prefect's temporary server. `precal server start` starts a new one "
-                    f"(its log may say why it stopped: {self.log})")
-        return ("not running: flows use PREFECT_API_URL when set, else a temporary server per command; "
-                "`precal server start` starts one")
+            return (
+                f"the server recorded in {record_path()} (pid {self.pid}, {self.url}) is no longer running: "
+                f"flows fall back to Prefect's temporary server. `precal server start` starts a new one "
+                f"(its log may say why it stopped: {self.log})"
+            )
+        return (
+            "not running: flows use PREFECT_API_URL when set, else a temporary server per command; "
+            "`precal server start` starts one"
+        )
 
 
 def prefect_home() -> Path:
@@ -99,8 +107,15 @@ def start_server(port: int | None = None, timeout: float = 90.0) -> ServerState:
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
     with open(log, "ab") as out:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True, env=server_environment(), cwd=prefect_home())
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=server_environment(),
+            cwd=prefect_home(),
+        )
     try:
         wait_until_healthy(url, process, timeout, log)
     except ServerError:

@@ -47,7 +47,7 @@ class ExtractConfig(BaseModel):
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     manifest: Path | str  # a path, or a URL (s3://bucket/data/manifest.csv)
-    store: Path | str     # a folder, or a URL (s3://bucket/store)
+    store: Path | str  # a folder, or a URL (s3://bucket/store)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     train: dict[str, Any] = Field(default_factory=dict)  # validated by trainers.config
     out: Path | None = None  # run outputs (a local folder); default <store>/runs, so needed with a store URL
@@ -72,6 +72,7 @@ def load_pipeline_config(path: Path) -> PipelineConfig:
     except ValidationError as err:
         raise ConfigError(f"{path}: invalid config:\n{err}") from err
     base = Path(path).resolve().parent
-    updates = {k: base / getattr(config, k) for k in ("manifest", "store", "out")
-               if isinstance(getattr(config, k), Path)}
+    updates = {
+        k: base / getattr(config, k) for k in ("manifest", "store", "out") if isinstance(getattr(config, k), Path)
+    }
     return config.model_copy(update=updates)

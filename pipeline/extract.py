@@ -61,8 +61,16 @@ def store_fingerprint(encoder: Encoder | EncoderSpec, dtype: str) -> str:
     return json_fingerprint({"encoder": encoder.fingerprint(), "dtype": dtype})
 
 
-def plan(manifest: Manifest, store: Path, encoder: Encoder | EncoderSpec, dtype: str, *, retry_failed: bool = False,
-         latest: list[dict] | None = None, files: FileHashCache | None = None) -> tuple[list[Todo], int]:
+def plan(
+    manifest: Manifest,
+    store: Path,
+    encoder: Encoder | EncoderSpec,
+    dtype: str,
+    *,
+    retry_failed: bool = False,
+    latest: list[dict] | None = None,
+    files: FileHashCache | None = None,
+) -> tuple[list[Todo], int]:
     """Samples of this modality that still need a catalog row, and how many need no extraction.
 
     Keyed by (content hash, fingerprint): a sample whose own row has its content, `ok` with the shard
@@ -109,9 +117,18 @@ def _shard_sizes(layout: Store, rows: list[dict]) -> dict[str, int | None]:
     return {s: listed.get(layout.shard_path(s)) for s in shards}
 
 
-def extract_modality(todo: list[Todo], encoder: Encoder, store: Path, *, dtype: str = "float16",
-                     shard_size: int = 256, batch_size: int = 16, num_workers: int = 0,
-                     device: str = "auto", progress: bool = True) -> ModalitySummary:
+def extract_modality(
+    todo: list[Todo],
+    encoder: Encoder,
+    store: Path,
+    *,
+    dtype: str = "float16",
+    shard_size: int = 256,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> ModalitySummary:
     """Extract `todo` with one encoder, committing a shard (then its catalog rows) every `shard_size` samples;
     samples whose content is already stored get rows reusing it (the model loads only if some remain)."""
     if dtype not in DTYPES:
@@ -126,16 +143,25 @@ def extract_modality(todo: list[Todo], encoder: Encoder, store: Path, *, dtype: 
         writer.reuse(reused.sample.sample_id, reused.content_hash, reused.reuse)
     fresh = [t for t in todo if not t.reuse]
     if fresh:
-        _extract_into(writer, fresh, encoder, summary, batch_size=batch_size, num_workers=num_workers,
-                      device=device, progress=progress)
+        _extract_into(
+            writer,
+            fresh,
+            encoder,
+            summary,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            progress=progress,
+        )
     writer.close()
     summary.ok, summary.failed, summary.shards_written = writer.ok, writer.failed, writer.shards_written
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _extract_into(writer: FeatureWriter, todo: list[Todo], encoder: Encoder, summary: ModalitySummary,
-                  **settings) -> None:
+def _extract_into(
+    writer: FeatureWriter, todo: list[Todo], encoder: Encoder, summary: ModalitySummary, **settings
+) -> None:
     """Features of `todo` into the writer; a sample that cannot be decoded or stored becomes a failure."""
     from extractors import DecodeError, extract_features  # torch: only where features are computed
 
@@ -143,8 +169,9 @@ def _extract_into(writer: FeatureWriter, todo: list[Todo], encoder: Encoder, sum
     hashes = {t.sample.sample_id: t.content_hash for t in todo}
     dtype = writer.features.dtype
     results = extract_features([t.sample for t in todo], encoder, **settings)
-    bar = tqdm(results, total=len(todo), desc=f"extract {encoder.modality}:{encoder.name}", disable=not progress,
-               unit="clip")
+    bar = tqdm(
+        results, total=len(todo), desc=f"extract {encoder.modality}:{encoder.name}", disable=not progress, unit="clip"
+    )
     # closing: on any error (a full disk, say) the decoding workers stop now, not when the traceback is freed
     with contextlib.closing(results):
         for sample, result in bar:
@@ -169,11 +196,15 @@ def _check_finite(computed: np.ndarray, dtype: str, source: str) -> None:
     largest = max(float(computed.max()), -float(computed.min())) if computed.size else 0.0
     if not math.isfinite(largest):
         bad = int(np.size(computed) - np.isfinite(computed).sum())
-        raise UnstorableError(f"{source}: the encoder produced {bad} NaN or infinite feature values "
-                              "(the input holds NaN/Inf or extreme values)")
+        raise UnstorableError(
+            f"{source}: the encoder produced {bad} NaN or infinite feature values "
+            "(the input holds NaN/Inf or extreme values)"
+        )
     if dtype == "float16" and largest >= FLOAT16_OVERFLOW:
-        raise UnstorableError(f"{source}: features overflow float16 (largest magnitude {largest:.3g}, beyond "
-                              f"{float(np.finfo(np.float16).max):.6g}); extract with --dtype float32")
+        raise UnstorableError(
+            f"{source}: features overflow float16 (largest magnitude {largest:.3g}, beyond "
+            f"{float(np.finfo(np.float16).max):.6g}); extract with --dtype float32"
+        )
 
 
 def _source(sample: Sample, modality: str) -> str:
@@ -181,7 +212,6 @@ def _source(sample: Sample, modality: str) -> str:
     if modality == "text":
         return f"<text of sample {sample.sample_id}>"
     return str(sample.video if modality == "video" or sample.audio is None else sample.audio)
-
 
 
 def summary_dict(summary: ModalitySummary) -> dict:
@@ -205,16 +235,23 @@ def record_encoder(store: Path, spec: EncoderSpec, fingerprint: str, dtype: str)
 
 
 def _record(spec: EncoderSpec, dtype: str) -> str:
-    info = {"modality": spec.modality, "name": spec.name, "options": spec.options, "dtype": dtype,
-            "settings": spec.describe()}
+    info = {
+        "modality": spec.modality,
+        "name": spec.name,
+        "options": spec.options,
+        "dtype": dtype,
+        "settings": spec.describe(),
+    }
     return json.dumps(info, indent=2, sort_keys=True, default=str)
 
 
 def recorded_dtype(info: dict, path: Path) -> str:
     """The storage dtype an encoder.json records (records written before precal kept it lack it)."""
     if info.get("dtype") not in DTYPES:
-        raise ValueError(f"{path} does not record the features' dtype (written by an older precal): "
-                         "run `precal extract` with the same encoders once to bring it up to date")
+        raise ValueError(
+            f"{path} does not record the features' dtype (written by an older precal): "
+            "run `precal extract` with the same encoders once to bring it up to date"
+        )
     return info["dtype"]
 
 
@@ -243,27 +280,46 @@ class ExtractionReport:
         return bad / considered if considered else 0.0
 
     def to_dict(self) -> dict:
-        return {"modalities": [summary_dict(s) for s in self.modalities], "totals": self.totals(),
-                "rejected": self.rejected, "failed_share": self.failed_share()}
+        return {
+            "modalities": [summary_dict(s) for s in self.modalities],
+            "totals": self.totals(),
+            "rejected": self.rejected,
+            "failed_share": self.failed_share(),
+        }
 
 
-def extract_one_modality(manifest: Manifest, store: Path, modality: str, config: ExtractConfig,
-                         progress: bool = True, files: FileHashCache | None = None) -> ModalitySummary:
+def extract_one_modality(
+    manifest: Manifest,
+    store: Path,
+    modality: str,
+    config: ExtractConfig,
+    progress: bool = True,
+    files: FileHashCache | None = None,
+) -> ModalitySummary:
     """Plan and extract one modality with the encoder the config chooses (its model loads only when
     something is left to extract)."""
     choice = config.modalities[modality]
     spec = choose_spec(modality, choice.name, choice.options)
     todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=config.retry_failed, files=files)
     record_encoder(store, spec, store_fingerprint(spec, config.dtype), config.dtype)
-    summary = extract_modality(todo, spec.shared(), store, dtype=config.dtype, shard_size=config.shard_size,
-                               batch_size=config.batch_size, num_workers=config.num_workers,
-                               device=config.device, progress=progress)
+    summary = extract_modality(
+        todo,
+        spec.shared(),
+        store,
+        dtype=config.dtype,
+        shard_size=config.shard_size,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        device=config.device,
+        progress=progress,
+    )
     summary.skipped = skipped
     return summary
 
 
-def run_extraction(manifest: Manifest, store: Location | str, config: ExtractConfig, *, wait: float = 0.0,
-                   progress: bool = True) -> ExtractionReport:
+def run_extraction(
+    manifest: Manifest, store: Location | str, config: ExtractConfig, *, wait: float = 0.0, progress: bool = True
+) -> ExtractionReport:
     """Extract every configured modality of the manifest into the store, holding the store's lock.
 
     In a bucket, a run with nothing new only reads: it takes no lease and writes no object."""
@@ -277,15 +333,17 @@ def run_extraction(manifest: Manifest, store: Location | str, config: ExtractCon
     return ExtractionReport(summaries, manifest.rejected)
 
 
-def _all_done(manifest: Manifest, store: Location, config: ExtractConfig,
-              files: FileHashCache) -> list[ModalitySummary] | None:
+def _all_done(
+    manifest: Manifest, store: Location, config: ExtractConfig, files: FileHashCache
+) -> list[ModalitySummary] | None:
     """Each modality's summary (all skipped) when nothing is left to extract or record, else None."""
     summaries, latest = [], Catalog(store).latest()
     for modality, choice in config.modalities.items():
         spec = choose_spec(modality, choice.name, choice.options)
         fingerprint = store_fingerprint(spec, config.dtype)
-        todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=config.retry_failed,
-                             latest=latest, files=files)
+        todo, skipped = plan(
+            manifest, store, spec, config.dtype, retry_failed=config.retry_failed, latest=latest, files=files
+        )
         if todo or _read_text(Store(store).encoder_record(modality, fingerprint)) != _record(spec, config.dtype):
             return None
         summaries.append(ModalitySummary(modality, spec.encoder_name, fingerprint, skipped=skipped))
@@ -295,5 +353,6 @@ def _all_done(manifest: Manifest, store: Location, config: ExtractConfig,
 def selection_for(store: Path, config: ExtractConfig) -> dict[str, str]:
     """{modality: fingerprint} of the encoders the config chooses (what pack should gather); loads no model,
     and builds no encoder whose spec the store has cached."""
-    return {m: store_fingerprint(spec_for(store, m, c.name, c.options), config.dtype)
-            for m, c in config.modalities.items()}
+    return {
+        m: store_fingerprint(spec_for(store, m, c.name, c.options), config.dtype) for m, c in config.modalities.items()
+    }

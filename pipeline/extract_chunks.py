@@ -48,8 +48,11 @@ class ExtractionPlan:
 
     def chunks(self, size: int) -> list[tuple[ModalityPlan, int, list[Todo]]]:
         """(modality plan, chunk index, samples) for each block of at most `size` samples to extract."""
-        return [(m, i, m.todo[start:start + size])
-                for m in self.modalities for i, start in enumerate(range(0, len(m.todo), size))]
+        return [
+            (m, i, m.todo[start : start + size])
+            for m in self.modalities
+            for i, start in enumerate(range(0, len(m.todo), size))
+        ]
 
     def nothing_to_do(self) -> bool:
         return not any(m.todo for m in self.modalities)
@@ -66,12 +69,14 @@ def plan_extraction(manifest: Manifest, store: Path, config: ExtractConfig) -> E
         spec = spec_for(store, modality, choice.name, choice.options)
         fingerprint = store_fingerprint(spec, config.dtype)
         record_encoder(store, spec, fingerprint, config.dtype)
-        todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=config.retry_failed,
-                             latest=latest, files=files)
+        todo, skipped = plan(
+            manifest, store, spec, config.dtype, retry_failed=config.retry_failed, latest=latest, files=files
+        )
         plans.append(ModalityPlan(modality, spec.encoder_name, fingerprint, todo, skipped))
-        inputs[modality] = {"fingerprint": fingerprint,
-                            "samples": {s.sample_id: content_hash(modality, s, files)
-                                        for s in manifest.samples if s.has(modality)}}
+        inputs[modality] = {
+            "fingerprint": fingerprint,
+            "samples": {s.sample_id: content_hash(modality, s, files) for s in manifest.samples if s.has(modality)},
+        }
     files.save()
     return ExtractionPlan(plans, json_fingerprint(inputs))
 
@@ -96,27 +101,46 @@ def start_decoding_server(config: ExtractConfig) -> None:
         start()
 
 
-def extraction_report(plan: ExtractionPlan, parts: list[tuple[ModalityPlan, ModalitySummary]],
-                      rejected: list[str]) -> dict:
+def extraction_report(
+    plan: ExtractionPlan, parts: list[tuple[ModalityPlan, ModalitySummary]], rejected: list[str]
+) -> dict:
     """The run's report from its plan and each chunk's summary (with its modality's plan)."""
     summaries = [merge_summaries(m, [p for owner, p in parts if owner is m]) for m in plan.modalities]
     return {**ExtractionReport(summaries, rejected).to_dict(), "key": plan.key, "chunks": len(parts)}
 
 
-def extract_chunk(todo: list[Todo], store: Path, modality: str, config: ExtractConfig, expected_fingerprint: str,
-                  *, num_workers: int | None = None, progress: bool = True) -> ModalitySummary:
+def extract_chunk(
+    todo: list[Todo],
+    store: Path,
+    modality: str,
+    config: ExtractConfig,
+    expected_fingerprint: str,
+    *,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> ModalitySummary:
     """Extract one chunk with the process's encoder for the spec (its model loads once per worker process);
     it commits its own shards and catalog parts."""
     choice = config.modalities[modality]
     spec = choose_spec(modality, choice.name, choice.options)
     fingerprint = store_fingerprint(spec, config.dtype)
     if fingerprint != expected_fingerprint:  # e.g. a worker node with other weights or another precal version
-        raise ValueError(f"this process computes fingerprint {fingerprint} for {modality}:{spec.encoder_name}, "
-                         f"the plan expected {expected_fingerprint}: the worker's encoder weights or software differ")
+        raise ValueError(
+            f"this process computes fingerprint {fingerprint} for {modality}:{spec.encoder_name}, "
+            f"the plan expected {expected_fingerprint}: the worker's encoder weights or software differ"
+        )
     workers = config.num_workers if num_workers is None else num_workers
-    return extract_modality(todo, spec.shared(), store, dtype=config.dtype, shard_size=config.shard_size,
-                            batch_size=config.batch_size, num_workers=workers, device=config.device,
-                            progress=progress)
+    return extract_modality(
+        todo,
+        spec.shared(),
+        store,
+        dtype=config.dtype,
+        shard_size=config.shard_size,
+        batch_size=config.batch_size,
+        num_workers=workers,
+        device=config.device,
+        progress=progress,
+    )
 
 
 def merge_summaries(modality: ModalityPlan, parts: list[ModalitySummary]) -> ModalitySummary:

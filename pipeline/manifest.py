@@ -93,8 +93,12 @@ def read_rows(where: Location) -> tuple[list[str], list[dict]]:
             names = reader.schema.names
         if not isinstance(path, Path):
             path.seek(0)
-        opts = pacsv.ConvertOptions(column_types={n: pa.binary() for n in names}, strings_can_be_null=True,
-                                    quoted_strings_can_be_null=False, check_utf8=False)
+        opts = pacsv.ConvertOptions(
+            column_types={n: pa.binary() for n in names},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            check_utf8=False,
+        )
         table = pacsv.read_csv(path, convert_options=opts)
     elif suffix == ".parquet":
         table = pq.read_table(path)
@@ -111,8 +115,11 @@ def _read_jsonl(path: Path | io.BytesIO) -> tuple[list[str], list[dict]]:
     per column and rejected the whole file when one label was a number and another a string. A line
     that is not a JSON object stays a row, reported by number like any other bad row."""
     rows = []
-    opened = open(path, encoding="utf-8", errors="replace") if isinstance(path, Path) else \
-        io.TextIOWrapper(path, encoding="utf-8", errors="replace")
+    opened = (
+        open(path, encoding="utf-8", errors="replace")
+        if isinstance(path, Path)
+        else io.TextIOWrapper(path, encoding="utf-8", errors="replace")
+    )
     with opened as f:
         for line in f:
             if not line.strip():
@@ -126,8 +133,9 @@ def _read_jsonl(path: Path | io.BytesIO) -> tuple[list[str], list[dict]]:
     return columns, rows
 
 
-def read_manifest(path: str | Path | URL, *, allow_outside_root: bool = False, check_files: bool = True,
-                  strict: bool = True) -> Manifest:
+def read_manifest(
+    path: str | Path | URL, *, allow_outside_root: bool = False, check_files: bool = True, strict: bool = True
+) -> Manifest:
     """Read and validate a manifest; raise ManifestError listing every problem.
 
     With strict=False, rows with problems are left out and listed in `Manifest.rejected` instead, so
@@ -165,8 +173,11 @@ def read_manifest(path: str | Path | URL, *, allow_outside_root: bool = False, c
 
 
 def _blank(value) -> bool:
-    return (value is None or (isinstance(value, str) and not value.strip())
-            or (isinstance(value, float) and math.isnan(value)))
+    return (
+        value is None
+        or (isinstance(value, str) and not value.strip())
+        or (isinstance(value, float) and math.isnan(value))
+    )
 
 
 def _decode(row: dict, i: int, problems: list[str]) -> dict:
@@ -193,8 +204,10 @@ def _parse_row(row: dict, i: int, media_root: MediaRoot, problems: list[str]) ->
     if not SAFE_ID.match(sample_id):
         problems.append(f"row {i}: sample_id {sample_id!r} must be non-empty and use only letters, digits, '-' and '_'")
     elif len(sample_id) > MAX_ID_LENGTH:
-        problems.append(f"row {i}: sample_id {sample_id[:20]}... is {len(sample_id)} characters long; at most "
-                        f"{MAX_ID_LENGTH} are allowed (shard member names are limited to 100 bytes)")
+        problems.append(
+            f"row {i}: sample_id {sample_id[:20]}... is {len(sample_id)} characters long; at most "
+            f"{MAX_ID_LENGTH} are allowed (shard member names are limited to 100 bytes)"
+        )
     split = str(row.get("split") or "").strip()
     if split not in SPLITS:
         problems.append(f"row {i}: split {split!r} is not one of {', '.join(SPLITS)}")
@@ -261,8 +274,10 @@ class MediaRoot:
             return None
         path = self._join(str(value).strip())
         if not self.allow_outside and not self._inside(path):
-            problems.append(f"row {i}: {column} path {value!r} escapes the dataset root {self.root} "
-                            "(pass --allow-outside-root to permit)")
+            problems.append(
+                f"row {i}: {column} path {value!r} escapes the dataset root {self.root} "
+                "(pass --allow-outside-root to permit)"
+            )
             return None
         if self.check_files and not self._is_file(path):
             problems.append(f"row {i}: {column} file {value!r} does not exist")
@@ -279,8 +294,9 @@ class MediaRoot:
     def _inside(self, path: Location) -> bool:
         if isinstance(self.root, Path):
             return isinstance(path, Path) and path.is_relative_to(self.root)
-        return isinstance(path, URL) and path.protocol == self.root.protocol and \
-            path.key.startswith(self.root.key + "/")
+        return (
+            isinstance(path, URL) and path.protocol == self.root.protocol and path.key.startswith(self.root.key + "/")
+        )
 
     def _is_file(self, path: Location) -> bool:
         """A local file, or an object of the manifest's prefix (one listing for all rows, not a request each)."""

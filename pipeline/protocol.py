@@ -12,6 +12,7 @@ Each build has its own folder and feature store (the builds share sample ids but
 keeps one row per sample, modality and encoder). Every step is skipped when its output is there: a build
 whose manifest exists, an extraction the catalog says is done, a pack with the same id.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,19 +31,21 @@ from trainers.protocol import ProtocolTraining, plan_runs, train_all
 from trainers.protocol_eval import evaluate_runs, write_results
 
 # build name -> (perturb share, None for the configured one; splits to extract and pack)
-BUILDS = {"standard": (None, ("train", "valid", "test")),
-          "clean": (0.0, ("train", "valid", "test")),
-          "perturbed": (1.0, ("test",))}
+BUILDS = {
+    "standard": (None, ("train", "valid", "test")),
+    "clean": (0.0, ("train", "valid", "test")),
+    "perturbed": (1.0, ("test",)),
+}
 
 
 class ProtocolData(BaseModel):
     model_config = ConfigDict(extra="forbid")
     fsdd: Path
     mnist: Path
-    folder: Path                                  # builds and stores go under <folder>/<build>/
+    folder: Path  # builds and stores go under <folder>/<build>/
     seed: int = 0
     perturb_share: float = Field(0.3, ge=0.0, le=1.0)
-    per_class: int | None = Field(None, ge=1)     # fewer samples per digit (tests); None: every FSDD take
+    per_class: int | None = Field(None, ge=1)  # fewer samples per digit (tests); None: every FSDD take
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
 
 
@@ -63,8 +66,9 @@ def load_protocol_config(path: Path | str) -> ProtocolConfig:
     data = load_file(path)
     config = validate(ProtocolConfig, data.get("protocol") if isinstance(data, dict) else None, str(path))
     base = path.resolve().parent
-    data_config = config.data.model_copy(update={name: relative_to(base, getattr(config.data, name))
-                                                 for name in ("fsdd", "mnist", "folder")})
+    data_config = config.data.model_copy(
+        update={name: relative_to(base, getattr(config.data, name)) for name in ("fsdd", "mnist", "folder")}
+    )
     return config.model_copy(update={"data": data_config, "out": relative_to(base, config.out)})
 
 
@@ -85,8 +89,15 @@ def prepare_build(config: ProtocolData, name: str, progress: bool = True) -> Bui
     folder = config.folder / name
     manifest_path = folder / "manifest.csv"
     if not manifest_path.is_file():  # the builder writes the manifest last: present means complete
-        build_avdigits(config.fsdd, config.mnist, folder, per_class=config.per_class, seed=config.seed,
-                       perturb_share=config.perturb_share if share is None else share, progress=progress)
+        build_avdigits(
+            config.fsdd,
+            config.mnist,
+            folder,
+            per_class=config.per_class,
+            seed=config.seed,
+            perturb_share=config.perturb_share if share is None else share,
+            progress=progress,
+        )
     manifest = read_manifest(manifest_path, strict=False)
     manifest = dataclasses.replace(manifest, samples=[s for s in manifest.samples if s.split in splits])
     store = folder / "store"

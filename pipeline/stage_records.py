@@ -26,6 +26,7 @@ METRICS_FILE = "metrics.json"
 @dataclass
 class StageOutcome:
     """What a stage reports: whether it ran or was skipped, its cache key, and a JSON-able result."""
+
     status: str  # "ran" or "skipped"
     key: str
     result: dict = field(default_factory=dict)
@@ -53,6 +54,7 @@ def write_json(path: Path, data: dict) -> None:
 
 # ---- <out>/stages.json ------------------------------------------------------------------------
 
+
 def stages_path(out: Path) -> Path:
     return Path(out) / STAGES_FILE
 
@@ -75,8 +77,15 @@ def run_stage(out: Path, name: str, call: Callable[[], StageOutcome], flow_run_i
     """Run one stage, time it, and record it in stages.json at once (a later stage's failure keeps it)."""
     started = time.perf_counter()
     outcome = call()
-    record = StageRecord(name, outcome.status, outcome.key, round(time.perf_counter() - started, 2), outcome.result,
-                         now_iso(), flow_run_id)
+    record = StageRecord(
+        name,
+        outcome.status,
+        outcome.key,
+        round(time.perf_counter() - started, 2),
+        outcome.result,
+        now_iso(),
+        flow_run_id,
+    )
     record_stage(out, record)
     return record
 
@@ -84,8 +93,12 @@ def run_stage(out: Path, name: str, call: Callable[[], StageOutcome], flow_run_i
 def record_run(out: Path, flow_run_id: str | None, started_at: str, records: list[StageRecord]) -> dict:
     """Append this pipeline run (which stages ran, which were skipped) to the history."""
     data = read_stages(out)
-    entry = {"flow_run_id": flow_run_id, "started_at": started_at, "finished_at": now_iso(),
-             "stages": {r.stage: r.status for r in records}}
+    entry = {
+        "flow_run_id": flow_run_id,
+        "started_at": started_at,
+        "finished_at": now_iso(),
+        "stages": {r.stage: r.status for r in records},
+    }
     data["history"] = (data["history"] + [entry])[-HISTORY:]
     write_json(stages_path(out), data)
     return entry
@@ -95,8 +108,10 @@ def recorded(out: Path, stage: str, needed_by: str) -> dict:
     """The latest record of a stage this run does not repeat; a clear error when there is none."""
     record = read_stages(out)["stages"].get(stage)
     if record is None:
-        raise ConfigError(f"stage {needed_by} needs the {stage} stage's result and {stages_path(out)} has none; "
-                          f"run it first (--stages {stage},{needed_by})")
+        raise ConfigError(
+            f"stage {needed_by} needs the {stage} stage's result and {stages_path(out)} has none; "
+            f"run it first (--stages {stage},{needed_by})"
+        )
     return record
 
 
@@ -106,6 +121,7 @@ def stage_table(records: list[StageRecord]) -> list[dict]:
 
 
 # ---- <out>/metrics.json -----------------------------------------------------------------------
+
 
 def metrics_path(out: Path) -> Path:
     return Path(out) / METRICS_FILE

@@ -33,6 +33,7 @@ class StageError(RuntimeError):
 
 # ---- configuration of a pipeline run ----------------------------------------------------------
 
+
 def choose_stages(names: list[str] | None) -> list[str]:
     """The requested stages in pipeline order (all when none are named)."""
     if not names:
@@ -103,6 +104,7 @@ def export_experiment(config: PipelineConfig, path: Path) -> Path:
 
 # ---- the stages ---------------------------------------------------------------------------------
 
+
 def check_failures(failed_share: float, max_failed: float, store: Path) -> None:
     """The one max-failed rule, for `precal extract`, the pipeline's extract stage and the protocol's builds.
 
@@ -111,16 +113,21 @@ def check_failures(failed_share: float, max_failed: float, store: Path) -> None:
     included, so a manifest with too many rejected rows fails every run, not only the first. (Judging
     only runs that extracted something let the next run of the same bad manifest pass and pack it.)"""
     if failed_share > max_failed:
-        raise StageError(f"{failed_share:.1%} of extractions failed (above max_failed {max_failed:.1%}); "
-                         f"see `precal status --store {store} --failed`")
+        raise StageError(
+            f"{failed_share:.1%} of extractions failed (above max_failed {max_failed:.1%}); "
+            f"see `precal status --store {store} --failed`"
+        )
 
 
 def extract_outcome(report: dict, config: ExtractConfig, store: Path) -> StageOutcome:
     """The extract stage's verdict on an extraction report: skipped when no chunk had work; errors are
     left to `precal status --failed`."""
     check_failures(report["failed_share"], config.max_failed, store)
-    result = {"modalities": [{k: v for k, v in s.items() if k != "errors"} for s in report["modalities"]],
-              "totals": report["totals"], "chunks": report["chunks"]}
+    result = {
+        "modalities": [{k: v for k, v in s.items() if k != "errors"} for s in report["modalities"]],
+        "totals": report["totals"],
+        "chunks": report["chunks"],
+    }
     return StageOutcome("skipped" if report["chunks"] == 0 else "ran", report["key"], result)
 
 
@@ -129,9 +136,11 @@ def pack_stage(manifest: Path, store: Path, config: ExtractConfig, wait: float =
     samples = read_manifest(manifest, allow_outside_root=config.allow_outside_root, check_files=False, strict=False)
     with store_lock(store, wait=wait):
         result = pack(store, samples, selection_for(store, config))
-    return StageOutcome("ran" if result.created else "skipped", result.pack_id,
-                        {"path": str(result.path), "pack_id": result.pack_id, "counts": result.counts,
-                         "dropped": len(result.dropped)})
+    return StageOutcome(
+        "ran" if result.created else "skipped",
+        result.pack_id,
+        {"path": str(result.path), "pack_id": result.pack_id, "counts": result.counts, "dropped": len(result.dropped)},
+    )
 
 
 def train_stage(train: dict, packed: dict, out: Path) -> StageOutcome:
@@ -157,6 +166,7 @@ def evaluate_stage(train: dict, packed: dict, out: Path) -> StageOutcome:
     if (read_metrics(out) or {}).get("key") == key:
         return StageOutcome("skipped", key, {"metrics": str(path)})
     runs = json.loads(results.read_text())
-    write_json(path, {"key": key, "pack": packed, "runs_dir": str(experiment.out), "variants": summarize(runs),
-                      "runs": runs})
+    write_json(
+        path, {"key": key, "pack": packed, "runs_dir": str(experiment.out), "variants": summarize(runs), "runs": runs}
+    )
     return StageOutcome("ran", key, {"metrics": str(path)})

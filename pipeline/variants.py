@@ -19,6 +19,7 @@ writes them under the samples' own ids. The variant lives on in its pack (and `v
 a re-run reuse it). The corruption is seeded by (kind, severity, sample), so a variant is the same every
 time it is built.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,6 +73,7 @@ def rng_for(kind: str, severity: int, sample_id: str) -> np.random.Generator:
 
 # ---- corrupting media ---------------------------------------------------------------------------
 
+
 def drop_words(text: str, share: float, rng: np.random.Generator) -> str:
     words = text.split()
     kept = [w for w in words if rng.random() >= share]
@@ -100,6 +102,7 @@ def frame_transform(kind: str, level: float, rng: np.random.Generator):
     def blur(img: np.ndarray) -> np.ndarray:
         sigma = level * min(img.shape[:2]) / 64
         return cv2.GaussianBlur(img, (0, 0), sigma)
+
     return blur
 
 
@@ -122,8 +125,16 @@ def rewrite_video(source: Path, target: Path, transform) -> None:
 
 
 def original_row(sample: Sample) -> dict:
-    return {"sample_id": sample.sample_id, "split": sample.split, "label": sample.label, "video": sample.video,
-            "audio": sample.audio, "text": sample.text, "start": sample.start, "end": sample.end}
+    return {
+        "sample_id": sample.sample_id,
+        "split": sample.split,
+        "label": sample.label,
+        "video": sample.video,
+        "audio": sample.audio,
+        "text": sample.text,
+        "start": sample.start,
+        "end": sample.end,
+    }
 
 
 def variant_row(sample: Sample, kind: str, severity: int, folder: Path) -> dict:
@@ -153,13 +164,17 @@ def variant_row(sample: Sample, kind: str, severity: int, folder: Path) -> dict:
 def write_variant(samples: list[Sample], kind: str, severity: int, folder: Path, progress: bool = True) -> Path:
     """Corrupted media and `manifest.csv` for one variant; returns the manifest path."""
     modality = CORRUPTIONS[kind][0]
-    rows = [variant_row(s, kind, severity, folder) if s.has(modality) else original_row(s)
-            for s in tqdm(samples, desc=f"variant {kind}-{severity}", unit="sample", disable=not progress)]
-    return write_manifest([{k: str(v) if isinstance(v, Path) else v for k, v in r.items()} for r in rows],
-                          folder / "manifest.csv")
+    rows = [
+        variant_row(s, kind, severity, folder) if s.has(modality) else original_row(s)
+        for s in tqdm(samples, desc=f"variant {kind}-{severity}", unit="sample", disable=not progress)
+    ]
+    return write_manifest(
+        [{k: str(v) if isinstance(v, Path) else v for k, v in r.items()} for r in rows], folder / "manifest.csv"
+    )
 
 
 # ---- extraction into the same store ----------------------------------------------------------------
+
 
 def extraction_config_for(store: Path, selection: dict[str, str], **settings) -> ExtractConfig:
     """The extraction config that made a pack's features, from the encoder.json kept beside them (checked
@@ -172,22 +187,33 @@ def extraction_config_for(store: Path, selection: dict[str, str], **settings) ->
         try:
             info = json.loads(record.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{record} is damaged ({err}): run `precal extract` with the same encoders to "
-                             "rewrite it") from None
+            raise ValueError(
+                f"{record} is damaged ({err}): run `precal extract` with the same encoders to rewrite it"
+            ) from None
         choices[m] = EncoderChoice(name=info.get("name"), options=info.get("options") or {})
         spec = choose_spec(m, choices[m].name, choices[m].options)
         dtype = recorded_dtype(info, record)
         if store_fingerprint(spec, dtype) != fingerprint:
-            raise ValueError(f"the {m} encoder recorded in {record} no longer gives fingerprint {fingerprint} "
-                             "(the encoder or its weights changed since the pack was made)")
+            raise ValueError(
+                f"the {m} encoder recorded in {record} no longer gives fingerprint {fingerprint} "
+                "(the encoder or its weights changed since the pack was made)"
+            )
         dtypes.add(dtype)
     if len(dtypes) != 1:
         raise ValueError(f"the pack's modalities were stored with different dtypes {sorted(dtypes)}")
     return ExtractConfig(modalities=choices, dtype=dtypes.pop(), **settings)
 
 
-def extract_and_pack(manifest: Manifest, variant: str, store: Path, config: ExtractConfig, task: str, *,
-                     wait: float = 0.0, progress: bool = True) -> tuple[ExtractionReport, Path]:
+def extract_and_pack(
+    manifest: Manifest,
+    variant: str,
+    store: Path,
+    config: ExtractConfig,
+    task: str,
+    *,
+    wait: float = 0.0,
+    progress: bool = True,
+) -> tuple[ExtractionReport, Path]:
     """Extract the variant's manifest into the store under variant ids (skipping what the content hashes say
     is done) and pack it under the manifest's own ids, both under the store lock."""
     selection = selection_for(store, config)
@@ -199,9 +225,18 @@ def extract_and_pack(manifest: Manifest, variant: str, store: Path, config: Extr
     return ExtractionReport(summaries), packed.path
 
 
-def build_variants(manifest_path: Path, store: Path, info: PackInfo, sample_ids: list[str], folder: Path, *,
-                   kinds: list[str] | None = None, severities=(1, 2, 3, 4, 5), num_workers: int = 1,
-                   progress: bool = True) -> list[dict]:
+def build_variants(
+    manifest_path: Path,
+    store: Path,
+    info: PackInfo,
+    sample_ids: list[str],
+    folder: Path,
+    *,
+    kinds: list[str] | None = None,
+    severities=(1, 2, 3, 4, 5),
+    num_workers: int = 1,
+    progress: bool = True,
+) -> list[dict]:
     """Every (kind, severity) variant of `sample_ids` (the run's test samples), each cached in
     `folder/<kind>-<severity>/variant.json`; returns those records ({"kind", "modality", "severity",
     "level", "pack", "extraction", "samples"}). `info` is the run's pack."""
@@ -211,8 +246,10 @@ def build_variants(manifest_path: Path, store: Path, info: PackInfo, sample_ids:
     by_id = source.by_id()
     missing = [sid for sid in sample_ids if sid not in by_id]
     if missing:
-        raise ValueError(f"{len(missing)} test samples of the pack are not in {manifest_path} "
-                         f"(e.g. {missing[:3]}): is it the manifest the pack was built from?")
+        raise ValueError(
+            f"{len(missing)} test samples of the pack are not in {manifest_path} "
+            f"(e.g. {missing[:3]}): is it the manifest the pack was built from?"
+        )
     samples = [by_id[sid] for sid in sample_ids]
     records = []
     for kind in kinds or list(CORRUPTIONS):
@@ -220,13 +257,24 @@ def build_variants(manifest_path: Path, store: Path, info: PackInfo, sample_ids:
         if modality not in selection:
             continue
         for severity in severities:
-            records.append(build_variant(samples, store, config, info.task, kind, severity,
-                                         folder / f"{kind}-{severity}", progress=progress))
+            records.append(
+                build_variant(
+                    samples, store, config, info.task, kind, severity, folder / f"{kind}-{severity}", progress=progress
+                )
+            )
     return records
 
 
-def build_variant(samples: list[Sample], store: Path, config: ExtractConfig, task: str, kind: str, severity: int,
-                  folder: Path, progress: bool = True) -> dict:
+def build_variant(
+    samples: list[Sample],
+    store: Path,
+    config: ExtractConfig,
+    task: str,
+    kind: str,
+    severity: int,
+    folder: Path,
+    progress: bool = True,
+) -> dict:
     record_path = folder / "variant.json"
     if record_path.is_file():
         record = json.loads(record_path.read_text())
@@ -236,8 +284,15 @@ def build_variant(samples: list[Sample], store: Path, config: ExtractConfig, tas
     manifest = read_manifest(write_variant(samples, kind, severity, folder, progress), allow_outside_root=True)
     report, pack_path = extract_and_pack(manifest, f"{kind}-{severity}", store, config, task, progress=progress)
     modality, levels = CORRUPTIONS[kind]
-    record = {"version": VARIANT_VERSION, "kind": kind, "modality": modality, "severity": severity,
-              "level": levels[severity - 1], "pack": str(pack_path), "samples": len(samples),
-              "extraction": report.to_dict()}
+    record = {
+        "version": VARIANT_VERSION,
+        "kind": kind,
+        "modality": modality,
+        "severity": severity,
+        "level": levels[severity - 1],
+        "pack": str(pack_path),
+        "samples": len(samples),
+        "extraction": report.to_dict(),
+    }
     write_json_atomic(record_path, record, indent=2)
     return {**record, "cached": False}

@@ -143,7 +143,8 @@ class Catalog:
             part, reason = damaged[0]
             raise CatalogError(
                 f"{part}: damaged catalog part ({reason}); `precal gc --store {self.layout.root} --set-aside-damaged` "
-                "moves it aside, and the samples it recorded are extracted again on the next run") from err
+                "moves it aside, and the samples it recorded are extracted again on the next run"
+            ) from err
 
     def damaged_parts(self) -> list[tuple[Path, str]]:
         """(part, reason) for each part that cannot be read on its own (only looked for after a failed read)."""

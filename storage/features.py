@@ -54,27 +54,45 @@ class FeatureWriter:
         """Buffer one sample's features (stored as the set's dtype); UnstorableError, before anything is
         buffered, when its member names do not fit a shard."""
         stored = array.astype(self.features.dtype)
-        meta = {"sample_id": sample_id, "shape": list(stored.shape), "dtype": self.features.dtype,
-                "timestamps": None if timestamps is None else np.asarray(timestamps).round(4).tolist(),
-                "content_hash": content_hash, "encoder": self.features.encoder,
-                "fingerprint": self.features.fingerprint}
+        meta = {
+            "sample_id": sample_id,
+            "shape": list(stored.shape),
+            "dtype": self.features.dtype,
+            "timestamps": None if timestamps is None else np.asarray(timestamps).round(4).tolist(),
+            "content_hash": content_hash,
+            "encoder": self.features.encoder,
+            "fingerprint": self.features.fingerprint,
+        }
         members = {"npy": npy_bytes(stored), "json": json_bytes(meta)}
         try:
             check_member_names(sample_id, members)
         except ValueError as err:
             raise UnstorableError(f"sample {sample_id}: {err}") from None
         self._samples.append((sample_id, members))
-        self._rows.append(self.features.row(sample_id, content_hash, status="ok", shape=tuple(stored.shape),
-                                            dtype=self.features.dtype))
+        self._rows.append(
+            self.features.row(
+                sample_id, content_hash, status="ok", shape=tuple(stored.shape), dtype=self.features.dtype
+            )
+        )
         if len(self._samples) >= self.shard_size:
             self.commit()
 
     def reuse(self, sample_id: str, content_hash: str, row: dict) -> None:
         """Record that this sample's features are those of an ok `row` with the same content and fingerprint
         (extracted under another id): a row of its own naming that row's shard and member, nothing written."""
-        self._rows.append(self.features.row(sample_id, content_hash, status="ok", shard=row["shard"],
-                                            member=member_of(row), shape=tuple(row["shape"]), dtype=row["dtype"],
-                                            shard_sha256=row["shard_sha256"], shard_bytes=row["shard_bytes"]))
+        self._rows.append(
+            self.features.row(
+                sample_id,
+                content_hash,
+                status="ok",
+                shard=row["shard"],
+                member=member_of(row),
+                shape=tuple(row["shape"]),
+                dtype=row["dtype"],
+                shard_sha256=row["shard_sha256"],
+                shard_bytes=row["shard_bytes"],
+            )
+        )
 
     def fail(self, sample_id: str, content_hash: str, reason: str) -> None:
         """Record that this sample has no features, and why (written with the next commit)."""

@@ -71,7 +71,7 @@ class FileHashCache:
             except OSError:
                 continue
         for start in range(0, len(stale), PREFETCH):
-            batch = stale[start:start + PREFETCH]
+            batch = stale[start : start + PREFETCH]
             try:
                 fetched = remote.read_many(batch)
             except OSError:

@@ -26,7 +26,7 @@ from storage.remote import Location, location
 MODALITIES = ("text", "audio", "video")
 SPLITS = ("train", "valid", "test")
 
-TMP_MARK = ".tmp-"         # in every temporary name, so that gc can recognise a crash's leftovers
+TMP_MARK = ".tmp-"  # in every temporary name, so that gc can recognise a crash's leftovers
 DAMAGED_MARK = ".damaged"  # suffix of a catalog part set aside: no longer *.parquet, so no longer read
 ENCODER_FILE = "encoder.json"
 PACK_FILE = "pack.json"
@@ -139,5 +139,10 @@ class Store:
 
     def temporaries(self) -> list[Location]:
         """What crashed writes left in packed/ and catalog/ (feature shards' temporaries: feature_shards)."""
-        return [p for folder in (self.packed_dir, self.catalog_dir) if folder.is_dir()
-                for p in folder.iterdir() if is_temporary(p)]
+        return [
+            p
+            for folder in (self.packed_dir, self.catalog_dir)
+            if folder.is_dir()
+            for p in folder.iterdir()
+            if is_temporary(p)
+        ]

@@ -85,8 +85,10 @@ class Lease:
             holder, _ = self.recorded()
             if time.monotonic() >= deadline:
                 who = holder.describe() if holder else "another run"
-                raise StoreLockedError(f"store {self.store} is in use by another precal run: {who} (lease "
-                                       f"object {self.key}); wait for it to finish or pass --wait SECONDS")
+                raise StoreLockedError(
+                    f"store {self.store} is in use by another precal run: {who} (lease "
+                    f"object {self.key}); wait for it to finish or pass --wait SECONDS"
+                )
             time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))  # polling a remote object
 
     def renew(self) -> bool:
@@ -95,9 +97,13 @@ class Lease:
             self.tag = self._write(self.tag if self.atomic else "")
         except FileExistsError:
             self.lost_to = self.recorded()[0]
-            log.error("store %s: this run's lease was taken over by %s after this run stopped renewing it for "
-                      "longer than %.0f s; another run may now write the store too", self.store,
-                      self.lost_to.describe() if self.lost_to else "another run", self.ttl)
+            log.error(
+                "store %s: this run's lease was taken over by %s after this run stopped renewing it for "
+                "longer than %.0f s; another run may now write the store too",
+                self.store,
+                self.lost_to.describe() if self.lost_to else "another run",
+                self.ttl,
+            )
             return False
         return True
 
@@ -126,10 +132,14 @@ class Lease:
         if tag is not None and holder is not None and not holder.stale():
             return False
         if tag is not None:
-            log.warning("store %s: taking over the lease of %s, which %s", self.store,
-                        holder.describe() if holder else f"an unreadable lease object {self.key}",
-                        "expired" if holder is None or time.time() > holder.expires_at
-                        else "ran on this machine and is no longer running")
+            log.warning(
+                "store %s: taking over the lease of %s, which %s",
+                self.store,
+                holder.describe() if holder else f"an unreadable lease object {self.key}",
+                "expired"
+                if holder is None or time.time() > holder.expires_at
+                else "ran on this machine and is no longer running",
+            )
         try:
             self.tag = self._write(tag) or remote.etag(self.key)
         except FileExistsError:

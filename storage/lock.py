@@ -136,8 +136,13 @@ def _take_over_if_stale(path: Path) -> bool:
         pid, host = _holder(path)
         if pid is None or (host is not None and host != socket.gethostname()) or alive(pid):
             return False
-        log.warning("store %s: the lock file %s names pid %d, which is no longer running, yet the lock is still "
-                    "held (by a process it left behind); taking the lock over", path.parent, path, pid)
+        log.warning(
+            "store %s: the lock file %s names pid %d, which is no longer running, yet the lock is still "
+            "held (by a process it left behind); taking the lock over",
+            path.parent,
+            path,
+            pid,
+        )
         path.unlink(missing_ok=True)
         return True
     finally:

@@ -26,14 +26,22 @@ def status(store: Path) -> dict:
         if state == "ok" and not present.setdefault(row["shard"], layout.shard_path(row["shard"]).is_file()):
             state = "missing"
         groups.setdefault((row["modality"], row["encoder"], row["fingerprint"]), Counter())[state] += 1
-    features = [{"modality": m, "encoder": e, "fingerprint": f, "ok": c["ok"], "failed": c["failed"],
-                 "missing": c["missing"]} for (m, e, f), c in sorted(groups.items())]
-    failed = [{k: row[k] for k in ("sample_id", "modality", "encoder", "fingerprint", "error")}
-              for row in latest if row["status"] == "failed"]
+    features = [
+        {"modality": m, "encoder": e, "fingerprint": f, "ok": c["ok"], "failed": c["failed"], "missing": c["missing"]}
+        for (m, e, f), c in sorted(groups.items())
+    ]
+    failed = [
+        {k: row[k] for k in ("sample_id", "modality", "encoder", "fingerprint", "error")}
+        for row in latest
+        if row["status"] == "failed"
+    ]
     packs = [p.name for p in layout.pack_dirs() if pack_file(p).is_file()]
-    return {"store": str(store), "features": features,
-            "failed": sorted(failed, key=lambda r: (r["modality"], r["sample_id"])),
-            "packs": packs}
+    return {
+        "store": str(store),
+        "features": features,
+        "failed": sorted(failed, key=lambda r: (r["modality"], r["sample_id"])),
+        "packs": packs,
+    }
 
 
 @dataclass
@@ -50,7 +58,7 @@ def verify(store: Path, progress=None) -> VerifyReport:
     for row in Catalog(store).latest():
         if row["status"] == "ok":
             by_shard.setdefault(row["shard"], []).append(row)
-    for shard, rows in (progress(by_shard.items()) if progress else by_shard.items()):
+    for shard, rows in progress(by_shard.items()) if progress else by_shard.items():
         report.checked += 1
         path = Store(store).shard_path(shard)
         if not path.is_file():

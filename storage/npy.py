@@ -37,11 +37,13 @@ def check_npy(data: bytes) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     if data[:6] != NPY_MAGIC or len(data) < 10:
         raise ValueError("not a .npy array (bad magic bytes)")
     width = 2 if data[6] == 1 else 4  # format 1.0 has a 2-byte header length, 2.0 and 3.0 a 4-byte one
-    start = 8 + width + int.from_bytes(data[8:8 + width], "little")
-    dtype, shape, fortran = _npy_header(data[8 + width:start])
+    start = 8 + width + int.from_bytes(data[8 : 8 + width], "little")
+    dtype, shape, fortran = _npy_header(data[8 + width : start])
     if len(data) - start != math.prod(shape) * dtype.itemsize:
-        raise ValueError(f".npy shape {shape} of {dtype} needs {math.prod(shape) * dtype.itemsize} bytes, "
-                         f"the member holds {len(data) - start}")
+        raise ValueError(
+            f".npy shape {shape} of {dtype} needs {math.prod(shape) * dtype.itemsize} bytes, "
+            f"the member holds {len(data) - start}"
+        )
     return dtype, shape, fortran, start
 
 

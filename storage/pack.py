@@ -42,8 +42,16 @@ class PackResult:
     rebuilt: str | None = None  # why the pack found under this id was damaged and written again
 
 
-def pack(store: Path, manifest, selection: dict[str, str], *, task: str | None = None,
-         shard_size: int = 1000, progress: bool = True, wait: float = 0.0) -> PackResult:
+def pack(
+    store: Path,
+    manifest,
+    selection: dict[str, str],
+    *,
+    task: str | None = None,
+    shard_size: int = 1000,
+    progress: bool = True,
+    wait: float = 0.0,
+) -> PackResult:
     """Pack the manifest's samples with the features named by `selection` ({modality: fingerprint}).
 
     Holds the store's lock (waiting up to `wait` seconds for it): an extraction must not change the
@@ -53,13 +61,15 @@ def pack(store: Path, manifest, selection: dict[str, str], *, task: str | None =
         return _pack(store, manifest, selection, task, shard_size, progress)
 
 
-def _pack(store: Path, manifest, selection: dict[str, str], task: str | None, shard_size: int,
-          progress: bool) -> PackResult:
+def _pack(
+    store: Path, manifest, selection: dict[str, str], task: str | None, shard_size: int, progress: bool
+) -> PackResult:
     entries, dropped = _choose(store, manifest, selection)
     task = task or manifest.task()
     classes = _classes([e["label"] for e in entries]) if task == "classification" else None
-    pack_id = json_fingerprint({"version": PACK_VERSION, "task": task, "selection": selection,
-                                "samples": _without_members(entries)})
+    pack_id = json_fingerprint(
+        {"version": PACK_VERSION, "task": task, "selection": selection, "samples": _without_members(entries)}
+    )
     final = Store(store).pack_dir(pack_id)
     counts = {s: sum(e["split"] == s for e in entries) for s in SPLITS}
     found = final.exists()
@@ -70,8 +80,13 @@ def _pack(store: Path, manifest, selection: dict[str, str], task: str | None, sh
     try:
         splits = _write_splits(tmp, store, entries, sorted(selection), classes, shard_size, pack_id, progress)
         dims = {m: _dim(entries, m) for m in sorted(selection)}
-        meta = {"pack_id": pack_id, "task": task, "classes": classes, "splits": splits,
-                "modalities": {m: {"fingerprint": selection[m], "dim": dims[m]} for m in sorted(selection)}}
+        meta = {
+            "pack_id": pack_id,
+            "task": task,
+            "classes": classes,
+            "splits": splits,
+            "modalities": {m: {"fingerprint": selection[m], "dim": dims[m]} for m in sorted(selection)},
+        }
         write_json_atomic(pack_file(tmp), meta, indent=2)
         if tmp != final:
             _move_into_place(tmp, final)
@@ -98,8 +113,10 @@ def _choose(store: Path, manifest, selection: dict[str, str]) -> tuple[list[dict
     fingerprint: the sample's own row when it has one (if that one failed, the sample has no features for
     this modality), else the ok row of another id with that content, when the content has one stored
     member (the features are then the same)."""
-    chosen = sorted((r for r in Catalog(store).latest() if selection.get(r["modality"]) == r["fingerprint"]),
-                    key=lambda r: r["created_at"])
+    chosen = sorted(
+        (r for r in Catalog(store).latest() if selection.get(r["modality"]) == r["fingerprint"]),
+        key=lambda r: r["created_at"],
+    )
     own = {(r["sample_id"], r["modality"], r["content_hash"]): r for r in chosen}
     by_content = _unambiguous_contents([r for r in chosen if r["status"] == "ok"])
     files = FileHashCache(Store(store).file_hashes)
@@ -110,8 +127,12 @@ def _choose(store: Path, manifest, selection: dict[str, str]) -> tuple[list[dict
             digest = content_hash(modality, sample, files) if sample.has(modality) else None
             row = own.get((sample.sample_id, modality, digest)) or by_content.get((modality, digest))
             if row and row["status"] == "ok":
-                found[modality] = {"shard": row["shard"], "content_hash": digest, "shape": row["shape"],
-                                   "member": member_of(row)}
+                found[modality] = {
+                    "shard": row["shard"],
+                    "content_hash": digest,
+                    "shape": row["shape"],
+                    "member": member_of(row),
+                }
         if not found:
             dropped.append(sample.sample_id)  # nothing usable was extracted for it
             continue
@@ -137,8 +158,10 @@ def _unambiguous_contents(ok_rows: list[dict]) -> dict[tuple[str, str], dict]:
 def _without_members(entries: list[dict]) -> list[dict]:
     """The entries as the pack id covers them: which member of a shard holds a content is not part of
     what is packed (the same content and fingerprint give the same features under any id)."""
-    return [{**e, "features": {m: {k: v for k, v in f.items() if k != "member"} for m, f in e["features"].items()}}
-            for e in entries]
+    return [
+        {**e, "features": {m: {k: v for k, v in f.items() if k != "member"} for m, f in e["features"].items()}}
+        for e in entries
+    ]
 
 
 def _classes(labels: list) -> list[str]:
@@ -168,7 +191,7 @@ def _write_splits(tmp: Path, store: Path, entries, modalities, classes, shard_si
         digests = {}
         for n, start in enumerate(range(0, len(chosen), shard_size)):
             name = pack_shard_name(split, n)
-            block = chosen[start:start + shard_size]
+            block = chosen[start : start + shard_size]
             digests[name] = write_shard(tmp / name, (_sample_members(e, modalities, classes, reader) for e in block))
             bar.update(len(block))
         splits[split] = {"shards": list(digests), "count": len(chosen), "sha256": digests}
@@ -181,7 +204,12 @@ def _sample_members(entry: dict, modalities, classes, reader: MemberReader) -> t
     sid = entry["sample_id"]
     members = {f"{m}.npy": reader.read(f["shard"], f"{f['member']}.npy") for m, f in entry["features"].items()}
     target = classes.index(str(entry["label"])) if classes is not None else float(entry["label"])
-    meta = {"sample_id": sid, "split": entry["split"], "label": entry["label"], "target": target,
-            "present": {m: m in entry["features"] for m in modalities}}
+    meta = {
+        "sample_id": sid,
+        "split": entry["split"],
+        "label": entry["label"],
+        "target": target,
+        "present": {m: m in entry["features"] for m in modalities},
+    }
     members["json"] = json_bytes(meta)
     return sid, members

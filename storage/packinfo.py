@@ -20,11 +20,11 @@ from storage.shards import sha256_file
 class PackInfo:
     path: Location
     pack_id: str
-    task: str                       # "classification" | "regression"
+    task: str  # "classification" | "regression"
     classes: list[str] | None
-    dims: dict[str, int]            # modality -> feature width, for the modalities the pack holds
-    fingerprints: dict[str, str]    # modality -> encoder fingerprint, for the same modalities
-    splits: dict[str, dict]         # split -> {"shards": [...], "count": N, "sha256": {shard: digest}}
+    dims: dict[str, int]  # modality -> feature width, for the modalities the pack holds
+    fingerprints: dict[str, str]  # modality -> encoder fingerprint, for the same modalities
+    splits: dict[str, dict]  # split -> {"shards": [...], "count": N, "sha256": {shard: digest}}
 
     @property
     def num_outputs(self) -> int:
@@ -50,9 +50,15 @@ def read_pack(path: Location | str) -> PackInfo:
     if meta["task"] not in ("classification", "regression"):
         raise ValueError(f"{pack_file(path)}: unknown task {meta['task']!r}")
     held = {m: v for m, v in meta["modalities"].items() if v.get("dim")}
-    return PackInfo(path, meta["pack_id"], meta["task"], meta.get("classes"),
-                    {m: int(v["dim"]) for m, v in held.items()}, {m: v["fingerprint"] for m, v in held.items()},
-                    meta["splits"])
+    return PackInfo(
+        path,
+        meta["pack_id"],
+        meta["task"],
+        meta.get("classes"),
+        {m: int(v["dim"]) for m, v in held.items()},
+        {m: v["fingerprint"] for m, v in held.items()},
+        meta["splits"],
+    )
 
 
 def verify_pack(path: Path) -> str | None:
@@ -87,8 +93,10 @@ def cached_pack(info: PackInfo, cache_dir: Path) -> PackInfo:
                 continue
             data = remote.read_bytes(info.path / name)
             if hashlib.sha256(data).hexdigest() != split["sha256"][name]:
-                raise ValueError(f"{info.path / name}: sha256 mismatch with {pack_file(info.path)} (damaged or "
-                                 "modified); `precal pack` writes the pack again")
+                raise ValueError(
+                    f"{info.path / name}: sha256 mismatch with {pack_file(info.path)} (damaged or "
+                    "modified); `precal pack` writes the pack again"
+                )
             write_bytes_atomic(local / name, data)
     write_bytes_atomic(pack_file(local), remote.read_bytes(pack_file(info.path)))
     return read_pack(local)

@@ -187,8 +187,11 @@ def versions_in(folder: URL) -> dict[URL, tuple[int, str]]:
         entries = filesystem(folder).ls(folder.key, detail=True)
     except FileNotFoundError:
         return {}
-    return {folder / PurePosixPath(e["name"]).name: (int(e.get("size") or 0), str(e.get("ETag") or e.get("etag") or ""))
-            for e in entries if e.get("type") == "file"}
+    return {
+        folder / PurePosixPath(e["name"]).name: (int(e.get("size") or 0), str(e.get("ETag") or e.get("etag") or ""))
+        for e in entries
+        if e.get("type") == "file"
+    }
 
 
 def read_bytes(where: Location) -> bytes:
@@ -298,9 +301,11 @@ def files_under(where: Location, suffix: str = "") -> dict[Location, int]:
     except FileNotFoundError:
         return {}
     root = PurePosixPath(where.key)
-    return {where / PurePosixPath(key).relative_to(root): int(info.get("size") or 0)
-            for key, info in sorted(found.items())
-            if info.get("type") == "file" and suffix in PurePosixPath(key).name}
+    return {
+        where / PurePosixPath(key).relative_to(root): int(info.get("size") or 0)
+        for key, info in sorted(found.items())
+        if info.get("type") == "file" and suffix in PurePosixPath(key).name
+    }
 
 
 def children(where: Location) -> list[Location]:

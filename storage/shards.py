@@ -56,8 +56,11 @@ def full_disk_stops(path: Path):
     except OSError as err:
         if err.errno not in DISK_FULL or isinstance(err, StoreFullError):
             raise
-        raise StoreFullError(err.errno, f"no space left on the store's device while writing {path}; free space "
-                             "and run again (what was committed before is kept)") from err
+        raise StoreFullError(
+            err.errno,
+            f"no space left on the store's device while writing {path}; free space "
+            "and run again (what was committed before is kept)",
+        ) from err
 
 
 def check_member_names(key: str, extensions) -> None:
@@ -139,7 +142,7 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 BLOCK = 512
 END = bytes(BLOCK)
-MAX_MEMBER_BYTES = 256 << 20   # a sample's features are a few MB at most
+MAX_MEMBER_BYTES = 256 << 20  # a sample's features are a few MB at most
 REGULAR = (b"0", b"\0", b"7")  # regular file (old and new spelling), contiguous file
 META = re.compile(r"__[^/]*__($|/)")  # names webdataset skips (e.g. __index__)
 
@@ -183,7 +186,7 @@ def _pax_records(data: bytes) -> dict[str, str]:
         end = pos + int(digits)
         if not space + 1 < end <= len(data) or data[end - 1] != 0x0A:
             raise ValueError(f"record at {pos}: length {int(digits)} does not fit its record")
-        key, _, value = data[space + 1:end - 1].partition(b"=")
+        key, _, value = data[space + 1 : end - 1].partition(b"=")
         records[key.decode("utf-8")] = value.decode("utf-8")
         pos = end
     return records
@@ -218,8 +221,9 @@ def tar_entries(path: str, with_data: bool = True, opened=None) -> Iterator[tupl
             if size < 0:  # read(-n) would read to the end of the file, and seek(-n) go backwards
                 raise CorruptShard(path, f"member {name!r} claims a negative size ({size} bytes)", offset)
             if size > MAX_MEMBER_BYTES:
-                raise CorruptShard(path, f"member {name!r} claims {size} bytes, more than the "
-                                         f"{MAX_MEMBER_BYTES} allowed", offset)
+                raise CorruptShard(
+                    path, f"member {name!r} claims {size} bytes, more than the {MAX_MEMBER_BYTES} allowed", offset
+                )
             padded = size + (-size) % BLOCK
             wanted = with_data or kind in (b"x", b"L")
             data = f.read(size) if wanted else None
@@ -311,11 +315,14 @@ class MemberReader:
                 entries = tar_entries(str(path), with_data=False, opened=self.files[shard])
                 self.index[shard] = {name: (at, size) for name, at, size, _ in entries}
             except CorruptShard as err:
-                raise ValueError(f"{path}: unreadable feature shard ({err}); "
-                                 "`precal verify --repair` re-extracts it") from None
+                raise ValueError(
+                    f"{path}: unreadable feature shard ({err}); `precal verify --repair` re-extracts it"
+                ) from None
         if member not in self.index[shard]:
-            raise ValueError(f"{path}: no member {member!r}, which the catalog places there "
-                             "(`precal verify --repair` re-extracts the shard)")
+            raise ValueError(
+                f"{path}: no member {member!r}, which the catalog places there "
+                "(`precal verify --repair` re-extracts the shard)"
+            )
         f = self.files[shard]
         offset, size = self.index[shard][member]
         f.seek(offset)

@@ -44,7 +44,6 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """One SeaweedFS S3 server for the session (loopback, free ports, a temporary data folder)."""

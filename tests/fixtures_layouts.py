@@ -24,8 +24,11 @@ from pipeline.manifest import read_manifest
 FRAMES, FPS, SIZE, RATE = 8, 16, 32, 16_000
 SECONDS = FRAMES / FPS
 # video codec, audio codec, audio rate (FLV takes MP3 at 11.025/22.05/44.1 kHz only)
-CODECS = {".mp4": ("libx264", "aac", RATE), ".flv": ("flv", "libmp3lame", 22_050),
-          ".avi": ("mpeg4", "libmp3lame", 22_050)}
+CODECS = {
+    ".mp4": ("libx264", "aac", RATE),
+    ".flv": ("flv", "libmp3lame", 22_050),
+    ".avi": ("mpeg4", "libmp3lame", 22_050),
+}
 
 
 def samples_of(manifest: Path) -> dict:
@@ -62,7 +65,7 @@ def clip_bytes(suffix: str, shade: int, hz: float, with_audio: bool = True) -> b
             sound = container.add_stream(audio_codec, rate=rate, layout="mono") if with_audio else None
             for i in range(FRAMES):
                 pixels = np.full((SIZE, SIZE), shade, np.uint8)
-                pixels[:, (4 * i) % SIZE:(4 * i) % SIZE + 4] = 255 - shade  # a moving bar: frames differ
+                pixels[:, (4 * i) % SIZE : (4 * i) % SIZE + 4] = 255 - shade  # a moving bar: frames differ
                 frame = av.VideoFrame.from_ndarray(pixels, format="gray")
                 frame.pts = i
                 container.mux(video.encode(frame))
@@ -182,6 +185,7 @@ def build_mosi(root: Path, rows: list[tuple], *, skip_media: tuple[str, ...] = (
 
 # ---- Kinetics-Sounds and UCF101: <root>/<class>/<video> ------------------------------------------
 
+
 def build_class_folders(root: Path, videos: list[str]) -> None:
     """`<class>/<video>` files (relative paths), labelled by their folder."""
     for relative in videos:
@@ -200,8 +204,10 @@ def build_ucf101(root: Path, groups: range = range(1, 5), test_groups: tuple[int
     build_class_folders(root, [ucf_name(c, g) for c in UCF_CLASSES for g in groups])
     lists = root / "ucfTrainTestlist"
     write_lines(lists / "classInd.txt", [f"{i} {c}" for i, c in enumerate(UCF_CLASSES, start=1)])
-    write_lines(lists / "trainlist01.txt", [f"{ucf_name(c, g)} {i}" for i, c in enumerate(UCF_CLASSES, start=1)
-                                            for g in groups if g not in test_groups])
+    write_lines(
+        lists / "trainlist01.txt",
+        [f"{ucf_name(c, g)} {i}" for i, c in enumerate(UCF_CLASSES, start=1) for g in groups if g not in test_groups],
+    )
     write_lines(lists / "testlist01.txt", [ucf_name(c, g) for c in UCF_CLASSES for g in groups if g in test_groups])
 
 
@@ -214,8 +220,11 @@ def mmsa_split(split: str, count: int, rng: np.random.Generator) -> dict:
     """One split of an MMSA file: padded features with lengths, labels in [-3, 3], ids and transcripts."""
     labels = np.round(rng.uniform(-3, 3, count), 1).astype(np.float32)
     texts = [f"clip {i} of {split} was {'good' if v > 0 else 'bad'}" for i, v in enumerate(labels)]
-    part = {"id": np.array([f"vid{split}{i // 2}$_${i % 2 + 1}" for i in range(count)]),
-            "raw_text": np.array(texts), "regression_labels": labels}
+    part = {
+        "id": np.array([f"vid{split}{i // 2}$_${i % 2 + 1}" for i in range(count)]),
+        "raw_text": np.array(texts),
+        "regression_labels": labels,
+    }
     for key, (steps, dim) in MMSA_SHAPES.items():
         array = rng.normal(size=(count, steps, dim)).astype(np.float32) + labels[:, None, None]
         lengths = rng.integers(2, steps + 1, count)

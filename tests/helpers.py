@@ -12,7 +12,7 @@ from pipeline.datasets.avdigits import bundled_sample_dir
 def bundled_subset(folder: Path, count: int, start: int = 0) -> Path:
     """Copy `count` bundled AV-digits clips and their manifest rows into `folder`; return the manifest."""
     source = bundled_sample_dir()
-    rows = list(csv.DictReader(open(source / "manifest.csv", newline="")))[start:start + count]
+    rows = list(csv.DictReader(open(source / "manifest.csv", newline="")))[start : start + count]
     folder.mkdir(parents=True, exist_ok=True)
     for row in rows:
         target = folder / row["video"]
@@ -32,4 +32,4 @@ def assert_features_agree(a: np.ndarray, b: np.ndarray, err_msg: str = "") -> No
     which can flip the float16 rounding by one step (2**-10 relative, ~1e-3 near 1). Two steps of slack,
     and 1e-3 absolute for values near zero (the README's "Reproducibility" states the same bound)."""
     assert a.shape == b.shape and a.dtype == b.dtype, err_msg
-    np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=2 ** -9, atol=1e-3, err_msg=err_msg)
+    np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=2**-9, atol=1e-3, err_msg=err_msg)

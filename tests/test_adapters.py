@@ -42,6 +42,7 @@ from trainers.config import ExperimentConfig, validate
 
 # ---- CREMA-D ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def cremad(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cremad")
@@ -91,8 +92,10 @@ def test_cremad_lists_and_broken_items_are_reported(tmp_path):
     write_cremad_clip(root, "take2", flv=False)
     train = [f"{n},{n.split('_')[2]}" for n in names if not n.startswith("1004")]
     test = [f"{n},{n.split('_')[2]}" for n in names if n.startswith("1004")]
-    write_lines(tmp_path / "lists" / "train.csv", [*train, "1005_DFA_ANG_XX,ANG", "1009_DFA_ANG_XX,ANG",
-                                                   "1005_IEO_ANG_XX,SAD", "only-one-field"])
+    write_lines(
+        tmp_path / "lists" / "train.csv",
+        [*train, "1005_DFA_ANG_XX,ANG", "1009_DFA_ANG_XX,ANG", "1005_IEO_ANG_XX,SAD", "only-one-field"],
+    )
     write_lines(tmp_path / "lists" / "test.csv", [*test, names[0] + ",ANG"])
 
     report = import_dataset("cremad", root, root / "manifest.csv", lists=tmp_path / "lists", valid_share=0.2)
@@ -110,11 +113,18 @@ def test_cremad_lists_and_broken_items_are_reported(tmp_path):
 
 # ---- AVE -------------------------------------------------------------------------------------------
 
+
 def test_ave_maps_each_event_with_its_segment_and_reports_the_rest(tmp_path):
-    splits = {"train": [ave_row("Church bell", "RUhOCu3LNXM", 0, 4), ave_row("Bark", "RUhOCu3LNXM", 5, 10),
-                        ave_row("Bark", "a-b_c1"), ave_row("Dragon roar", "x9")],
-              "valid": [ave_row("Church bell", "v1"), ave_row("Bark", "v2")],
-              "test": [ave_row("Church bell", "t1", 2, 7), ave_row("Bark", "t2")]}
+    splits = {
+        "train": [
+            ave_row("Church bell", "RUhOCu3LNXM", 0, 4),
+            ave_row("Bark", "RUhOCu3LNXM", 5, 10),
+            ave_row("Bark", "a-b_c1"),
+            ave_row("Dragon roar", "x9"),
+        ],
+        "valid": [ave_row("Church bell", "v1"), ave_row("Bark", "v2")],
+        "test": [ave_row("Church bell", "t1", 2, 7), ave_row("Bark", "t2")],
+    }
     build_ave(tmp_path, splits, extra_annotations=(ave_row("Bark", "unsplit"), "Bark&broken&good&x&1"))
     (tmp_path / "AVE" / "t2.mp4").unlink()
     write_lines(tmp_path / "valSet.txt", [*splits["valid"], ave_row("Cat", "ghost")])
@@ -140,10 +150,16 @@ def test_ave_needs_its_annotations(tmp_path):
 
 # ---- CMU-MOSI / MOSEI ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["mosi", "mosei"])
 def test_mosi_layout_gives_regression_labels_transcripts_and_safe_ids(tmp_path, name):
-    rows = [*MOSI_ROWS, ("odd id.v2", "3", "fine", 0.2, "train"), ("gone", "1", "x", 1.0, "test"),
-            ("03bSnISJMiM", "9", "x", 4.5, "train"), ("03bSnISJMiM", "8", "x", 1.0, "dev")]
+    rows = [
+        *MOSI_ROWS,
+        ("odd id.v2", "3", "fine", 0.2, "train"),
+        ("gone", "1", "x", 1.0, "test"),
+        ("03bSnISJMiM", "9", "x", 4.5, "train"),
+        ("03bSnISJMiM", "8", "x", 1.0, "dev"),
+    ]
     build_mosi(tmp_path, rows, skip_media=("gone/1",))
     report = import_dataset(name, tmp_path, tmp_path / "manifest.jsonl")
     samples = samples_of(report.manifest)
@@ -202,8 +218,10 @@ def test_ucf101_uses_the_official_lists_and_carves_valid_by_group(tmp_path):
     lists = tmp_path / "ucfTrainTestlist"
     train = (lists / "trainlist01.txt").read_text().splitlines()
     write_clip(tmp_path / "Archery" / "v_Archery_g09_c01.avi", "Archery")  # in no list
-    write_lines(lists / "trainlist01.txt", [*train, f"{ucf_name('Archery', 5)} 2", f"{ucf_name('Archery', 2, 2)} 1",
-                                            "Juggling/v_Juggling_g02_c01.avi 4"])
+    write_lines(
+        lists / "trainlist01.txt",
+        [*train, f"{ucf_name('Archery', 5)} 2", f"{ucf_name('Archery', 2, 2)} 1", "Juggling/v_Juggling_g02_c01.avi 4"],
+    )
     report = import_dataset("ucf101", tmp_path, tmp_path / "manifest.csv")
     samples = samples_of(report.manifest)
     assert report.counts == {"train": 6, "valid": 3, "test": 3} and report.classes == len(UCF_CLASSES)
@@ -219,6 +237,7 @@ def test_ucf101_uses_the_official_lists_and_carves_valid_by_group(tmp_path):
 
 
 # ---- the common interface, presets, the command ------------------------------------------------------
+
 
 def test_options_that_do_not_apply_are_refused_by_name(tmp_path):
     assert adapter_options("ucf101") == ["lists", "split_number", "valid_share", "seed"]
@@ -252,8 +271,21 @@ def test_cli_import_writes_the_manifest_and_prints_the_report(cremad, tmp_path):
 
     runner = CliRunner()
     out, report = tmp_path / "m.csv", tmp_path / "report.json"
-    result = runner.invoke(app, ["datasets", "import", "cremad", str(cremad), "--out", str(out), "--report",
-                                 str(report), "--speaker-independent", "--no-text"])
+    result = runner.invoke(
+        app,
+        [
+            "datasets",
+            "import",
+            "cremad",
+            str(cremad),
+            "--out",
+            str(out),
+            "--report",
+            str(report),
+            "--speaker-independent",
+            "--no-text",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "train 12" in result.output and "cremad.yaml" in result.output and out.is_file()
     assert json.loads(report.read_text())["counts"]["train"] == 12

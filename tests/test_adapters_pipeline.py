@@ -45,11 +45,22 @@ def extract_pack_train(manifest: Path, store: Path, modalities: tuple[str, ...],
     extraction = run_extraction(samples, store, config, progress=False)
     assert extraction.totals()["failed"] == 0, extraction.to_dict()
     packed = pack(store, samples, selection_for(store, config), progress=False)
-    return train(TrainConfig(pack=packed.path, out=out, backbone="late", epochs=2, batch_size=4, num_workers=0,
-                             device="cpu", shuffle_buffer=8))
+    return train(
+        TrainConfig(
+            pack=packed.path,
+            out=out,
+            backbone="late",
+            epochs=2,
+            batch_size=4,
+            num_workers=0,
+            device="cpu",
+            shuffle_buffer=8,
+        )
+    )
 
 
 # ---- MMSA feature files -------------------------------------------------------------------------------
+
 
 def test_mmsa_pickle_needs_the_flag_and_warns_with_it(tmp_path):
     from pipeline.cli import app
@@ -106,6 +117,7 @@ def test_mmsa_features_land_in_the_store_matching_the_manifest(tmp_path):
 
 # ---- end to end: import -> extract -> pack -> train -------------------------------------------------
 
+
 @pytest.mark.slow
 def test_cremad_end_to_end(tmp_path):
     build_cremad(tmp_path / "cremad")
@@ -116,8 +128,12 @@ def test_cremad_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_ave_end_to_end_on_event_segments(tmp_path):
-    rows = {split: [ave_row(c, f"{split}{c[:3]}{i}".replace(" ", ""), 0, 1) for c in ("Church bell", "Bark")
-                    for i in range(n)] for split, n in (("train", 4), ("valid", 1), ("test", 1))}
+    rows = {
+        split: [
+            ave_row(c, f"{split}{c[:3]}{i}".replace(" ", ""), 0, 1) for c in ("Church bell", "Bark") for i in range(n)
+        ]
+        for split, n in (("train", 4), ("valid", 1), ("test", 1))
+    }
     build_ave(tmp_path, rows)
     report = import_dataset("ave", tmp_path, tmp_path / "manifest.csv")
     metrics = extract_pack_train(report.manifest, tmp_path / "store", ("audio", "video"), tmp_path / "run")
@@ -147,6 +163,16 @@ def test_mmsa_features_import_pack_and_train(tmp_path):
     info = json.loads((report.pack / "pack.json").read_text())
     assert info["task"] == "regression" and {s: v["count"] for s, v in info["splits"].items()} == report.counts
     assert {m: v["dim"] for m, v in info["modalities"].items()} == {"text": 8, "audio": 5, "video": 4}
-    metrics = train(TrainConfig(pack=report.pack, out=tmp_path / "run", backbone="late", epochs=2, batch_size=4,
-                                num_workers=0, device="cpu", shuffle_buffer=8))
+    metrics = train(
+        TrainConfig(
+            pack=report.pack,
+            out=tmp_path / "run",
+            backbone="late",
+            epochs=2,
+            batch_size=4,
+            num_workers=0,
+            device="cpu",
+            shuffle_buffer=8,
+        )
+    )
     assert set(metrics["test"]) >= REGRESSION_METRICS

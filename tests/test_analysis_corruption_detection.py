@@ -1,6 +1,5 @@
 """Analyses measured on their own: feature-level corruption of a trained run, and the detection scores."""
 
-
 import numpy as np
 import pytest
 
@@ -16,9 +15,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ---- corruption ---------------------------------------------------------------------------------------
 
+
 def test_feature_corruption_lowers_accuracy_with_severity(tmp_path):
-    pack = write_pack(tmp_path / "pack", dims={"audio": 8}, counts={"train": 96, "valid": 24, "test": 60},
-                      missing_rate=0.0, signal=3.0)
+    pack = write_pack(
+        tmp_path / "pack",
+        dims={"audio": 8},
+        counts={"train": 96, "valid": 24, "test": 60},
+        missing_rate=0.0,
+        signal=3.0,
+    )
     train(TrainConfig(pack=pack, out=tmp_path / "run", epochs=6, batch_size=16, lr=1e-2, num_workers=0, hidden=16))
     run = load_run(tmp_path / "run")
     batches = load_batches(run)
@@ -34,15 +39,24 @@ def test_feature_corruption_lowers_accuracy_with_severity(tmp_path):
 
 # ---- detection ----------------------------------------------------------------------------------------
 
+
 def test_detection_auroc_on_a_known_case():
     modalities = ["audio", "text", "video"]
     ids = ["clean", "conflict_audio", "degraded_video", "conflict_text"]
-    table = {"clean": ("", "clean"), "conflict_audio": ("audio", "conflict"),
-             "degraded_video": ("video", "degraded"), "conflict_text": ("text", "conflict")}
-    instance = np.array([[1.0, 1.1, 0.9],
-                         [0.5, 1.2, 1.0],     # audio lowest: found
-                         [1.0, 0.8, 0.95],    # text lowest, video perturbed: missed
-                         [1.0, 0.7, 0.7]])    # text tied lowest with video: half credit
+    table = {
+        "clean": ("", "clean"),
+        "conflict_audio": ("audio", "conflict"),
+        "degraded_video": ("video", "degraded"),
+        "conflict_text": ("text", "conflict"),
+    }
+    instance = np.array(
+        [
+            [1.0, 1.1, 0.9],
+            [0.5, 1.2, 1.0],  # audio lowest: found
+            [1.0, 0.8, 0.95],  # text lowest, video perturbed: missed
+            [1.0, 0.7, 0.7],
+        ]
+    )  # text tied lowest with video: half credit
     present = np.ones_like(instance, bool)
     result = detection_metrics(instance, present, modalities, ids, table)
     # conflict: negatives 0.5 and 0.7 against positives {1.0, 1.1, 0.9, 1.2, 1.0, 1.0, 0.7}:
@@ -57,8 +71,9 @@ def test_detection_auroc_on_a_known_case():
     assert within["audio"]["conflict"] == within["text"]["conflict"] == 1.0 and within["video"]["conflict"] is None
     assert within["video"]["degraded"] == 0.0
     assert result["auroc_within_modality_mean"]["conflict"] == 1.0
-    perfect = detection_metrics(np.where([[0, 0, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]], 0.1, 1.5), present,
-                                modalities, ids, table)
+    perfect = detection_metrics(
+        np.where([[0, 0, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]], 0.1, 1.5), present, modalities, ids, table
+    )
     assert perfect["auroc"] == {"conflict": 1.0, "degraded": 1.0, "all": 1.0}
     assert perfect["lowest_share"]["all"] == 1.0
 
@@ -66,8 +81,13 @@ def test_detection_auroc_on_a_known_case():
 def test_identity_scales_score_chance():
     assert lowest_credit(np.ones(3), np.ones(3, bool), 1) == pytest.approx(1 / 3)
     assert lowest_credit(np.ones(3), np.array([True, True, False]), 0) == pytest.approx(1 / 2)
-    result = detection_metrics(np.ones((2, 3)), np.ones((2, 3), bool), ["a", "b", "c"], ["x", "y"],
-                               {"x": ("a", "conflict"), "y": ("", "clean")})
+    result = detection_metrics(
+        np.ones((2, 3)),
+        np.ones((2, 3), bool),
+        ["a", "b", "c"],
+        ["x", "y"],
+        {"x": ("a", "conflict"), "y": ("", "clean")},
+    )
     assert result["auroc"]["all"] == 0.5 and result["lowest_share"]["all"] == pytest.approx(1 / 3)
     assert result["auroc"]["degraded"] is None  # no degraded pair: undefined, not a number
 

@@ -20,12 +20,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ---- raw-level variants ---------------------------------------------------------------------------------
 
+
 def test_variants_need_the_feature_store_the_pack_was_made_in(tmp_path):
     from pipeline.analysis import variant_builder
     from storage.packinfo import PackInfo
 
-    info = PackInfo(tmp_path / "store" / "packed" / "p1", "p1", "classification", ["a", "b"], {"audio": 4},
-                    {"audio": "f"}, {})
+    info = PackInfo(
+        tmp_path / "store" / "packed" / "p1", "p1", "classification", ["a", "b"], {"audio": 4}, {"audio": "f"}, {}
+    )
     build = variant_builder(tmp_path / "manifest.csv", None, (1,), 1, False)
     with pytest.raises(ValueError, match=f"{tmp_path / 'store'} is not a feature store; pass --store"):
         build(info, ["s1"], tmp_path / "variants")
@@ -45,8 +47,13 @@ def clips(tmp_path_factory):
     config = ExtractConfig(modalities={"audio": EncoderChoice(), "video": EncoderChoice()}, num_workers=0)
     run_extraction(manifest, root / "store", config, progress=False)
     packed = pack(root / "store", manifest, selection_for(root / "store", config), progress=False)
-    return {"root": root, "manifest": manifest_path, "store": root / "store", "pack": packed.path,
-            "ids": [s.sample_id for s in manifest.samples]}
+    return {
+        "root": root,
+        "manifest": manifest_path,
+        "store": root / "store",
+        "pack": packed.path,
+        "ids": [s.sample_id for s in manifest.samples],
+    }
 
 
 def test_raw_variants_reextract_only_the_corrupted_modality(clips):
@@ -56,30 +63,50 @@ def test_raw_variants_reextract_only_the_corrupted_modality(clips):
 
     store, meta = clips["store"], read_pack(clips["pack"])
     before = sorted((r["sample_id"], r["modality"], r["content_hash"], r["shard"]) for r in Catalog(store).latest())
-    records = build_variants(clips["manifest"], store, meta, clips["ids"], clips["root"] / "variants",
-                             kinds=["video-blur", "audio-noise", "text-drop"], severities=(4,), num_workers=0,
-                             progress=False)
+    records = build_variants(
+        clips["manifest"],
+        store,
+        meta,
+        clips["ids"],
+        clips["root"] / "variants",
+        kinds=["video-blur", "audio-noise", "text-drop"],
+        severities=(4,),
+        num_workers=0,
+        progress=False,
+    )
     assert [r["kind"] for r in records] == ["video-blur", "audio-noise"]  # no text in this pack
-    done = {r["kind"]: {s["modality"]: (s["ok"], s["skipped"]) for s in r["extraction"]["modalities"]}
-            for r in records}
+    done = {r["kind"]: {s["modality"]: (s["ok"], s["skipped"]) for s in r["extraction"]["modalities"]} for r in records}
     assert done["video-blur"] == {"video": (3, 0), "audio": (0, 3)}  # audio stays on the original clip's track
     assert done["audio-noise"] == {"audio": (3, 0), "video": (0, 3)}
     # The data set's own rows say what they said before: the variants do not replace its features. They
     # have rows of their own, under variant ids: new content for the corrupted modality, and the unchanged
     # one reusing the data set's features.
     after = Catalog(store).latest()
-    assert sorted((r["sample_id"], r["modality"], r["content_hash"], r["shard"])
-                  for r in after if VARIANT_MARK not in r["sample_id"]) == before
+    assert (
+        sorted(
+            (r["sample_id"], r["modality"], r["content_hash"], r["shard"])
+            for r in after
+            if VARIANT_MARK not in r["sample_id"]
+        )
+        == before
+    )
     own = {(r["sample_id"], r["modality"]): r for r in after}
     variants = {key: row for key, row in own.items() if VARIANT_MARK in key[0]}
-    assert sorted(variants) == sorted((variant_id(sid, v), m) for sid in clips["ids"]
-                                      for v in ("video-blur-4", "audio-noise-4") for m in ("audio", "video"))
+    assert sorted(variants) == sorted(
+        (variant_id(sid, v), m)
+        for sid in clips["ids"]
+        for v in ("video-blur-4", "audio-noise-4")
+        for m in ("audio", "video")
+    )
     for sid in clips["ids"]:
         for variant, changed, kept in (("video-blur-4", "video", "audio"), ("audio-noise-4", "audio", "video")):
             assert variants[variant_id(sid, variant), changed]["content_hash"] != own[sid, changed]["content_hash"]
             reused = variants[variant_id(sid, variant), kept]
             assert (reused["content_hash"], reused["shard"], reused["member"]) == (
-                own[sid, kept]["content_hash"], own[sid, kept]["shard"], sid)
+                own[sid, kept]["content_hash"],
+                own[sid, kept]["shard"],
+                sid,
+            )
 
     clean, blurred = packed_features(clips["pack"]), packed_features(records[0]["pack"])
     assert sorted(clean) == sorted(blurred) == sorted(clips["ids"])
@@ -88,8 +115,17 @@ def test_raw_variants_reextract_only_the_corrupted_modality(clips):
         assert clean[sid]["video"].shape == blurred[sid]["video"].shape
         assert not np.array_equal(clean[sid]["video"], blurred[sid]["video"])
 
-    again = build_variants(clips["manifest"], store, meta, clips["ids"], clips["root"] / "variants",
-                           kinds=["video-blur"], severities=(4,), num_workers=0, progress=False)
+    again = build_variants(
+        clips["manifest"],
+        store,
+        meta,
+        clips["ids"],
+        clips["root"] / "variants",
+        kinds=["video-blur"],
+        severities=(4,),
+        num_workers=0,
+        progress=False,
+    )
     assert again[0]["cached"] and again[0]["pack"] == records[0]["pack"]
 
 
@@ -125,12 +161,32 @@ def test_analyse_with_raw_variants_end_to_end(tmp_path):
     config = ExtractConfig(modalities={"audio": EncoderChoice(), "video": EncoderChoice()}, num_workers=0)
     run_extraction(manifest, store, config, progress=False)
     packed = pack(store, manifest, selection_for(store, config), progress=False)
-    run_experiment(ExperimentConfig(packs=[packed.path], out=tmp_path / "exp", backbones=["late"],
-                                    methods=["none", "calibration"], seeds=[0],
-                                    train={"epochs": 1, "batch_size": 4, "num_workers": 0, "hidden": 8}))
+    run_experiment(
+        ExperimentConfig(
+            packs=[packed.path],
+            out=tmp_path / "exp",
+            backbones=["late"],
+            methods=["none", "calibration"],
+            seeds=[0],
+            train={"epochs": 1, "batch_size": 4, "num_workers": 0, "hidden": 8},
+        )
+    )
     run_dir = tmp_path / "exp" / packed.path.name / "late-calibration-paper" / "seed-0"
-    outcome = CliRunner().invoke(app, ["analyse", str(run_dir), "--manifest", str(manifest_path), "--severities", "5",
-                                       "--workers", "0", "--tsne-points", "10"])
+    outcome = CliRunner().invoke(
+        app,
+        [
+            "analyse",
+            str(run_dir),
+            "--manifest",
+            str(manifest_path),
+            "--severities",
+            "5",
+            "--workers",
+            "0",
+            "--tsne-points",
+            "10",
+        ],
+    )
     assert outcome.exit_code == 0, outcome.output
     result = json.loads((run_dir / "analysis" / "analysis.json").read_text())
     raw = result["raw_corruption"]
@@ -140,8 +196,11 @@ def test_analyse_with_raw_variants_end_to_end(tmp_path):
     for variant in raw["variants"]:
         changed = "audio" if variant["kind"] == "audio-noise" else "video"
         kept = "video" if changed == "audio" else "audio"
-        assert variant["extraction"][changed]["ok"] == 2 and variant["extraction"][kept] == {"ok": 0, "failed": 0,
-                                                                                             "skipped": 2}
+        assert variant["extraction"][changed]["ok"] == 2 and variant["extraction"][kept] == {
+            "ok": 0,
+            "failed": 0,
+            "skipped": 2,
+        }
     assert (run_dir / "analysis" / "variants" / "audio-noise-5" / "audio").is_dir()
     assert result["detection"]["perturbed_samples"]["all"] >= 0  # the table beside the manifest was found
     assert json.loads((run_dir / "metrics.json").read_text())["calibration_detection_lowest_share"]

@@ -37,13 +37,24 @@ def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("analysis")
     torch.set_num_threads(1)
     pack = write_pack(root / "pack", counts={"train": 64, "valid": 24, "test": 36}, missing_rate=0.1)
-    config = ExperimentConfig(packs=[pack], out=root / "exp", backbones=["late"], methods=["none", "calibration"],
-                              calibrations=["paper", "reliability"], seeds=[0],
-                              train={"epochs": 2, "batch_size": 16, "num_workers": 0, "hidden": 16})
+    config = ExperimentConfig(
+        packs=[pack],
+        out=root / "exp",
+        backbones=["late"],
+        methods=["none", "calibration"],
+        calibrations=["paper", "reliability"],
+        seeds=[0],
+        train={"epochs": 2, "batch_size": 16, "num_workers": 0, "hidden": 16},
+    )
     run_experiment(config)
     runs = root / "exp" / "pack"
-    return {"root": root, "pack": pack, "calibration": runs / "late-calibration-paper" / "seed-0",
-            "reliability": runs / "late-calibration-reliability" / "seed-0", "none": runs / "late-none" / "seed-0"}
+    return {
+        "root": root,
+        "pack": pack,
+        "calibration": runs / "late-calibration-paper" / "seed-0",
+        "reliability": runs / "late-calibration-reliability" / "seed-0",
+        "none": runs / "late-none" / "seed-0",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +69,14 @@ def analysed(experiment):
         for i, sid in enumerate(ids):
             kind = ("clean", "conflict", "degraded")[i % 3]
             writer.writerow([sid, "test", "" if kind == "clean" else run.modalities[i % 2], kind, ""])
-    result = analyse_run(experiment["calibration"], perturbations=table, severities=(1, 5), tsne_points=200,
-                         progress=False)
+    result = analyse_run(
+        experiment["calibration"], perturbations=table, severities=(1, 5), tsne_points=200, progress=False
+    )
     return {**experiment, "result": result, "table": table}
 
 
 # ---- removal ------------------------------------------------------------------------------------------
+
 
 def test_removal_table_shape_and_values(experiment):
     run, baseline = load_run(experiment["calibration"]), load_run(experiment["none"])
@@ -101,6 +114,7 @@ def test_removal_is_exactly_a_missing_modality(experiment):
 
 # ---- dynamics -----------------------------------------------------------------------------------------
 
+
 def test_epoch_statistics_leave_the_model_untouched(experiment):
     run = load_run(experiment["calibration"])
     model = run.model.train()
@@ -117,9 +131,16 @@ def test_epoch_statistics_leave_the_model_untouched(experiment):
 
 # ---- the report ---------------------------------------------------------------------------------------
 
+
 def test_reliability_run_has_scales_detection_and_removal_ceiling(analysed):
-    result = analyse_run(analysed["reliability"], perturbations=analysed["table"], severities=(1,), tsne_points=50,
-                         raw=False, progress=False)
+    result = analyse_run(
+        analysed["reliability"],
+        perturbations=analysed["table"],
+        severities=(1,),
+        tsne_points=50,
+        raw=False,
+        progress=False,
+    )
     assert set(result["detection"]["auroc"]) == {"conflict", "degraded", "all"}
     assert {r["modality"] for r in result["detection"]["by_status"]} == {"audio", "text", "video"}
     ceiling = result["removal"]["ceiling"]
@@ -139,8 +160,15 @@ def test_analysis_outputs_and_metrics(analysed):
     assert set(metrics["calibration_detection_auroc"]) == {"conflict", "degraded", "all"}
     assert metrics["calibration_detection_auroc"] == result["detection"]["auroc"]
     assert metrics["test"]  # the loop's own keys are kept
-    for name in ("removal", "feature_corruption", "dynamics", "tsne_fused", "tsne_audio", "instance_scales",
-                 "dimension_scales"):
+    for name in (
+        "removal",
+        "feature_corruption",
+        "dynamics",
+        "tsne_fused",
+        "tsne_audio",
+        "instance_scales",
+        "dimension_scales",
+    ):
         assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     summary = (out / "summary.md").read_text()
     assert "Modality removal" in summary and "| conflict |" in summary
@@ -176,10 +204,21 @@ def test_report_has_every_section_and_all_images_render(analysed, tmp_path):
 
 def rendered(page, tmp_path) -> tuple[int, int]:
     """(images decoded, images) as the report's own script counts them in headless Chromium."""
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-               f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=5000", "--dump-dom",
-               page.resolve().as_uri()]
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        page.resolve().as_uri(),
+    ]
     dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
     found = re.search(r'data-images="(\d+)/(\d+)"', dom)
     assert found, "the report's render check did not run"
@@ -198,12 +237,26 @@ def test_parse_severities():
 
 
 def test_cli_analyses_an_experiment_folder(analysed):
-    result = CliRunner().invoke(app, ["analyse", str(analysed["root"] / "exp"), "--severities", "5",
-                                      "--perturbations", str(analysed["table"]), "--tsne-points", "100"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "analyse",
+            str(analysed["root"] / "exp"),
+            "--severities",
+            "5",
+            "--perturbations",
+            str(analysed["table"]),
+            "--tsne-points",
+            "100",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((analysed["root"] / "exp" / "analysis" / "analysis.json").read_text())
-    assert {r["name"] for r in summary["runs"]} == {"late-none seed 0", "late-calibration-paper seed 0",
-                                                    "late-calibration-reliability seed 0"}
+    assert {r["name"] for r in summary["runs"]} == {
+        "late-none seed 0",
+        "late-calibration-paper seed 0",
+        "late-calibration-reliability seed 0",
+    }
     assert (analysed["none"] / "analysis" / "report.html").is_file()
     assert "calibration_detection_auroc" not in json.loads((analysed["none"] / "metrics.json").read_text())
 
@@ -221,8 +274,10 @@ def test_raw_level_corruption_comes_from_the_builder_it_is_given(analysed):
     pack_id = json.loads((run / "metrics.json").read_text())["pack_id"]
     assert [(p, len(ids), folder) for p, ids, folder in asked] == [(pack_id, 36, run / "analysis" / "variants")]
     assert result["raw_corruption"] is None
-    assert "Raw-level corruption skipped: /elsewhere is not a feature store; pass --store (the store the pack was " \
-           "made in)." in result["notes"]
+    assert (
+        "Raw-level corruption skipped: /elsewhere is not a feature store; pass --store (the store the pack was "
+        "made in)." in result["notes"]
+    )
 
 
 @flow(name="precal-analysis-artifact")

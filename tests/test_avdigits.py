@@ -110,8 +110,9 @@ def test_same_seed_writes_the_same_tables(tiny, fsdd_subset, mnist_file, tmp_pat
     again = build_tiny(fsdd_subset, mnist_file, tmp_path)
     for name in ("manifest.csv", "perturbations.csv"):
         assert (tmp_path / name).read_bytes() == (tiny.parent / name).read_bytes()
-    other = plan_avdigits(find_recordings(fsdd_subset), load_mnist(mnist_file)[1], per_class=3, seed=2,
-                          perturb_share=0.5)
+    other = plan_avdigits(
+        find_recordings(fsdd_subset), load_mnist(mnist_file)[1], per_class=3, seed=2, perturb_share=0.5
+    )
     assert [s.text for s in other] != [row["text"] for row in read_rows(again)]
 
 
@@ -137,8 +138,9 @@ def test_perturbation_share_and_kinds_follow_the_request(all_recordings, mnist_l
 
 def test_per_class_is_spread_over_splits_by_take(all_recordings, mnist_labels):
     plan = plan_avdigits(all_recordings, mnist_labels, per_class=30, split_shares=SAMPLE_SPLIT_SHARES)
-    assert Counter((s.label, s.split) for s in plan) == {(d, s): n for d in range(10) for s, n in
-                                                          (("train", 18), ("valid", 6), ("test", 6))}
+    assert Counter((s.label, s.split) for s in plan) == {
+        (d, s): n for d in range(10) for s, n in (("train", 18), ("valid", 6), ("test", 6))
+    }
     default = plan_avdigits(all_recordings, mnist_labels, per_class=50)
     assert Counter(s.split for s in default) == {"train": 400, "valid": 50, "test": 50}
     with pytest.raises(DatasetError, match="per-class 251"):
@@ -190,8 +192,9 @@ def test_bundled_perturbed_test_set_is_the_same_recordings_each_with_one_modalit
 
 
 def test_splits_keeps_only_the_chosen_splits_as_planned(tiny, fsdd_subset, mnist_file, tmp_path):
-    build_avdigits(fsdd_subset, mnist_file, tmp_path, per_class=3, seed=1, perturb_share=0.5, splits=("test",),
-                   progress=False)
+    build_avdigits(
+        fsdd_subset, mnist_file, tmp_path, per_class=3, seed=1, perturb_share=0.5, splits=("test",), progress=False
+    )
     whole = [r for r in read_rows(tiny.parent / "perturbations.csv") if r["split"] == "test"]
     assert read_rows(tmp_path / "perturbations.csv") == whole
     assert len(list((tmp_path / "clips").iterdir())) == len(whole)

@@ -28,9 +28,13 @@ def make_batch(batch=6, num_classes=3, seed=0, present=None):
         present = torch.ones(batch, len(MODALITIES), dtype=torch.bool)
         present[1, 0] = present[2, 1] = present[3, 2] = False
         present[4, :2] = False  # only video left: no context for it
-    return {"features": features, "mask": mask, "present": present,
-            "target": torch.randint(0, num_classes, (batch,), generator=gen),
-            "sample_id": [f"s{i}" for i in range(batch)]}
+    return {
+        "features": features,
+        "mask": mask,
+        "present": present,
+        "target": torch.randint(0, num_classes, (batch,), generator=gen),
+        "sample_id": [f"s{i}" for i in range(batch)],
+    }
 
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
@@ -53,8 +57,12 @@ def test_forward_shapes(backbone, method):
 @pytest.mark.parametrize("backbone", BACKBONES.names())
 def test_a_single_modality_works(backbone):
     batch = make_batch()
-    batch = dict(batch, features={"text": batch["features"]["text"]}, mask={"text": batch["mask"]["text"]},
-                 present=torch.ones(6, 1, dtype=torch.bool))
+    batch = dict(
+        batch,
+        features={"text": batch["features"]["text"]},
+        mask={"text": batch["mask"]["text"]},
+        present=torch.ones(6, 1, dtype=torch.bool),
+    )
     out = build_model(backbone, {"text": DIMS["text"]}, 3)(batch)
     assert out.logits.shape == (6, 3) and torch.isfinite(out.logits).all()
 
@@ -109,7 +117,7 @@ def test_gate_sits_between_the_branches_and_the_head():
     batch = make_batch()
     with torch.no_grad():
         gated.gate.weight.zero_()
-        gated.gate.bias.fill_(math.inf)   # gate 1: the plain model
+        gated.gate.bias.fill_(math.inf)  # gate 1: the plain model
         assert torch.equal(gated(batch).logits, plain(batch).logits)
         gated.gate.bias.fill_(-math.inf)  # gate 0: the head sees nothing
         head_alone = plain.backbone.head(torch.zeros(1, 3 * plain.backbone.hidden))

@@ -46,22 +46,24 @@ def messy(tmp_path):
     odd_wav(clips / "odd rate é.wav")
     shutil.copy(folder / good[1]["video"], clips / "naïve name with spaces.mp4")
     (tmp_path / "outside.mp4").write_bytes(b"x")
-    rows = [f"{r['sample_id']},{r['split']},{r['label']},{r['video']},,\"{r['text']}\"" for r in good]
+    rows = [f'{r["sample_id"]},{r["split"]},{r["label"]},{r["video"]},,"{r["text"]}"' for r in good]
     rows += [
         'zero,train,1,clips/zero.mp4,,"one"',
         'truncated,train,1,clips/truncated.mp4,,"one"',
         'notvideo,train,1,clips/not-video.mp4,,"one"',
         'missing,train,1,clips/gone.mp4,,"one"',
-        'silent,train,1,clips/silent.mp4,,"one"',            # no audio track: audio fails, video ok
-        'oddrate,train,1,,clips/odd rate é.wav,"one"',        # 11.025 kHz stereo, unicode and spaces
+        'silent,train,1,clips/silent.mp4,,"one"',  # no audio track: audio fails, video ok
+        'oddrate,train,1,,clips/odd rate é.wav,"one"',  # 11.025 kHz stereo, unicode and spaces
         'unicode,train,1,clips/naïve name with spaces.mp4,,"two"',
         'emptytext,train,1,,,""',
         f'{good[0]["sample_id"]},train,1,clips/zero.mp4,,"dup"',  # duplicate id: rejected, the first kept
         'escape,train,1,../outside.mp4,,"x"',
     ]
     manifest = folder / "messy.csv"
-    manifest.write_bytes(("sample_id,split,label,video,audio,text\n" + "\n".join(rows) + "\n").encode()
-                         + b'badutf8,train,1,,,"caf\xe9"\n')
+    manifest.write_bytes(
+        ("sample_id,split,label,video,audio,text\n" + "\n".join(rows) + "\n").encode()
+        + b'badutf8,train,1,,,"caf\xe9"\n'
+    )
     return manifest, [r["sample_id"] for r in good]
 
 

@@ -59,8 +59,8 @@ def test_shapes_scales_and_padding_after_training():
         assert out.features[m].shape == features[m].shape
         assert out.scales["dimension"][m].shape == (4, DIMS[m])
         changed = (out.features[m] != features[m]).any(-1)
-        assert not changed[~mask[m]].any()                 # padded steps pass through
-        assert not changed[~present[:, i]].any()           # a missing modality passes through
+        assert not changed[~mask[m]].any()  # padded steps pass through
+        assert not changed[~present[:, i]].any()  # a missing modality passes through
         assert changed[mask[m] & present[:, i, None]].all()
         scales = out.scales["instance"][:, i]
         assert torch.all((scales > 0) & (scales < 2))
@@ -138,8 +138,10 @@ def test_gradients_reach_every_parameter(variant):
 
 def test_at_most_five_percent_of_the_smallest_backbone():
     calibration = ContextualCalibration(REALISTIC_DIMS)
-    backbone_sizes = [sum(p.numel() for p in build_model(name, REALISTIC_DIMS, 2, hidden=64).parameters())
-                      for name in ("late", "conv", "mult")]
+    backbone_sizes = [
+        sum(p.numel() for p in build_model(name, REALISTIC_DIMS, 2, hidden=64).parameters())
+        for name in ("late", "conv", "mult")
+    ]
     assert sum(p.numel() for p in calibration.parameters()) <= 0.05 * min(backbone_sizes)
 
 
@@ -159,11 +161,17 @@ def test_loads_checkpoints_with_one_tensor_per_modality():
     module = trained_like(ContextualCalibration(DIMS, shift=True))
     state, old = module.state_dict(), {}
     for name, value in state.items():
-        parts = {"read": "read.{}", "write": "write.{}", "shift_write": "shift_write.{}",
-                 "norm.weight": "norm.{}.weight", "norm.bias": "norm.{}.bias"}
+        parts = {
+            "read": "read.{}",
+            "write": "write.{}",
+            "shift_write": "shift_write.{}",
+            "norm.weight": "norm.{}.weight",
+            "norm.bias": "norm.{}.bias",
+        }
         if name in parts:
-            pieces = value.split([DIMS[m] for m in sorted(DIMS)] if value.numel() == sum(DIMS.values())
-                                 else module.width)
+            pieces = value.split(
+                [DIMS[m] for m in sorted(DIMS)] if value.numel() == sum(DIMS.values()) else module.width
+            )
             old.update({parts[name].format(m): piece for m, piece in zip(sorted(DIMS), pieces)})
         else:
             old[name] = value

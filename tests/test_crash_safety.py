@@ -33,8 +33,13 @@ print("finished", flush=True)
 
 def start(manifest, store):
     # A new session, so the kill takes the decoding workers too, as a crash of the machine would.
-    return subprocess.Popen([sys.executable, "-c", RUN, str(manifest), str(store)], start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN, str(manifest), str(store)],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(manifest, store):
@@ -54,8 +59,9 @@ def assert_honest(store):
 
 def assert_complete(store, ids):
     latest = Catalog(store).latest()
-    assert Counter((r["modality"], r["status"]) for r in latest) == {(m, "ok"): len(ids)
-                                                                     for m in ("text", "audio", "video")}
+    assert Counter((r["modality"], r["status"]) for r in latest) == {
+        (m, "ok"): len(ids) for m in ("text", "audio", "video")
+    }
     gc(store)  # drop orphans a crash left between shard rename and catalog commit
     on_disk = Counter()
     for shard in (store / "features").rglob("*.tar"):

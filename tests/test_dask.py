@@ -35,8 +35,10 @@ def arrays(store: Path) -> dict:
         for name, data in members.items():
             if name.endswith(".npy"):
                 sid = name[:-4]
-                found[sid, modality] = (np.load(io.BytesIO(data), allow_pickle=False),
-                                        json.loads(members[f"{sid}.json"]))
+                found[sid, modality] = (
+                    np.load(io.BytesIO(data), allow_pickle=False),
+                    json.loads(members[f"{sid}.json"]),
+                )
     return found
 
 

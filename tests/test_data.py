@@ -1,5 +1,6 @@
 """Streaming packed shards: batch format, padding and masks, no pickle, equal per-rank epochs, resumable order,
 the shard reader (webdataset's samples, damaged shards refused), batches through workers."""
+
 import io
 import json
 import tarfile
@@ -9,14 +10,24 @@ import numpy as np
 import pytest
 import torch
 
-from tests.pack_helpers import DIMS, write_pack
 from storage import shards
-from trainers import data
-from trainers.batches import BatchSpec, choose_modalities, to_device
-from trainers.data import (InMemorySplit, TrainLoader, TrainStream, _tar_samples, batches_per_epoch, eval_loader,
-                           pack_batch, shard_sizes, train_loader, unpack_batch)
 from storage.packinfo import read_pack
 from storage.shards import CorruptShard
+from tests.pack_helpers import DIMS, write_pack
+from trainers import data
+from trainers.batches import BatchSpec, choose_modalities, to_device
+from trainers.data import (
+    InMemorySplit,
+    TrainLoader,
+    TrainStream,
+    _tar_samples,
+    batches_per_epoch,
+    eval_loader,
+    pack_batch,
+    shard_sizes,
+    train_loader,
+    unpack_batch,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +62,9 @@ def test_batch_format_padding_and_missing(pack):
     for i, m in enumerate(spec.modalities):
         x, valid = batch["features"][m], batch["mask"][m]
         assert x.dtype == torch.float16 and x.shape[:2] == valid.shape and x.shape[2] == DIMS[m]  # as stored
-        assert (x[~valid] == 0).all()                                   # padding is zeros
-        assert torch.equal(valid.any(1), batch["present"][:, i])        # missing: no real step
-        assert valid.sum(1).max() == x.shape[1]                         # padded to the batch's longest
+        assert (x[~valid] == 0).all()  # padding is zeros
+        assert torch.equal(valid.any(1), batch["present"][:, i])  # missing: no real step
+        assert valid.sum(1).max() == x.shape[1]  # padded to the batch's longest
     on_device = to_device(batch, torch.device("cpu"))
     assert all(x.dtype == torch.float32 for x in on_device["features"].values())
 
@@ -76,8 +87,15 @@ def test_pickled_arrays_are_refused(tmp_path):
     evil = io.BytesIO()
     np.save(evil, np.array([{"x": 1}], dtype=object), allow_pickle=True)
     with tarfile.open(shard, "w") as tar:
-        for name, data in [("s1.audio.npy", evil.getvalue()), ("s1.json", json.dumps(
-                {"sample_id": "s1", "split": "valid", "label": "c0", "target": 0, "present": {"audio": True}}).encode())]:
+        for name, data in [
+            ("s1.audio.npy", evil.getvalue()),
+            (
+                "s1.json",
+                json.dumps(
+                    {"sample_id": "s1", "split": "valid", "label": "c0", "target": 0, "present": {"audio": True}}
+                ).encode(),
+            ),
+        ]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -96,11 +114,12 @@ def test_eval_order_is_complete_and_deterministic(pack):
 def test_train_epoch_sees_every_sample_once_and_depends_on_seed_and_epoch(pack):
     def epoch(seed, n):
         return train_loader(pack, spec_for(pack), batch_size=8, shuffle_buffer=16, seed=seed, epoch=n, num_workers=2)
+
     loader = epoch(0, 1)
     batches = list(loader)
     assert len(batches) == len(loader) == 5 and all(len(b["sample_id"]) == 8 for b in batches)
     assert sorted(ids(batches)) == [f"train_{i:05d}" for i in range(40)]
-    assert ids(epoch(0, 1)) == ids(batches)            # a resumed epoch reads the same stream
+    assert ids(epoch(0, 1)) == ids(batches)  # a resumed epoch reads the same stream
     assert ids(epoch(0, 2)) != ids(batches) and ids(epoch(1, 1)) != ids(batches)
 
 
@@ -111,8 +130,16 @@ def test_ranks_get_equal_batches_and_share_the_data(tmp_path, shard_size):
     n = batches_per_epoch(40, world, batch_size)
     seen = []
     for rank in range(world):
-        stream = TrainStream(info.urls("train"), spec_for(info), batches=n, batch_size=batch_size,
-                             shuffle_buffer=8, seed=3, epoch=1, rank=rank)
+        stream = TrainStream(
+            info.urls("train"),
+            spec_for(info),
+            batches=n,
+            batch_size=batch_size,
+            shuffle_buffer=8,
+            seed=3,
+            epoch=1,
+            rank=rank,
+        )
         batches = list(stream)
         assert len(batches) == n == 5
         seen += ids(batches)
@@ -132,11 +159,13 @@ def test_in_memory_split_matches_stream(pack):
     shuffled = list(memory.batches(5, shuffle=True, seed=1, drop_last=True))
     assert [len(b["sample_id"]) for b in shuffled] == [5, 5]
     for b in shuffled:  # each batch trimmed to its own longest sample
-        assert all(b["mask"][m].sum(1).max() == b["mask"][m].shape[1] or not b["mask"][m].any()
-                   for m in spec.modalities)
+        assert all(
+            b["mask"][m].sum(1).max() == b["mask"][m].shape[1] or not b["mask"][m].any() for m in spec.modalities
+        )
 
 
 # ---- the shard reader ---------------------------------------------------------------------------------
+
 
 def tar_of(path, members, fmt=tarfile.PAX_FORMAT):
     """A tar of (name, bytes) regular files, or (name, TarInfo type) for other member kinds."""
@@ -157,9 +186,17 @@ def test_reader_groups_samples_as_webdataset_does(tmp_path, fmt):
     import webdataset as wds
 
     long_key = "dir/" + "k" * 120 if fmt != tarfile.USTAR_FORMAT else "dir/" + "k" * 90  # ustar: prefix + name
-    members = [("a.json", b"{}"), ("a.Audio.NPY", b"xyz"), ("dir", tarfile.DIRTYPE), ("a.link", tarfile.SYMTYPE),
-               (f"{long_key}.json", b"[1]"), (f"{long_key}.text.npy", b"t" * 700), ("__index__", b"meta"),
-               ("b.ünï.json", b"2"), ("noext", b"skipped")]
+    members = [
+        ("a.json", b"{}"),
+        ("a.Audio.NPY", b"xyz"),
+        ("dir", tarfile.DIRTYPE),
+        ("a.link", tarfile.SYMTYPE),
+        (f"{long_key}.json", b"[1]"),
+        (f"{long_key}.text.npy", b"t" * 700),
+        ("__index__", b"meta"),
+        ("b.ünï.json", b"2"),
+        ("noext", b"skipped"),
+    ]
     path = tar_of(tmp_path / "s.tar", members, fmt)
     ours = list(_tar_samples([path]))
     theirs = list(wds.tarfile_to_samples()(iter([{"url": path}])))
@@ -201,6 +238,7 @@ def test_an_oversized_member_is_refused_before_it_is_read(tmp_path, monkeypatch)
 
 # ---- batches through workers --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("pooled", [False, True])
 @pytest.mark.parametrize("inline", [True, False])
 def test_packed_batches_come_back_unchanged(pack, monkeypatch, pooled, inline):
@@ -239,6 +277,7 @@ def test_persistent_workers_give_each_epoch_exactly(pack):
     loader = TrainLoader(pack, spec, batch_size=8, shuffle_buffer=16, seed=0, num_workers=2)
     epochs = {n: ids(loader.epoch(n)) for n in (1, 2, 1)}  # the same workers throughout
     for n in (1, 2):
-        assert epochs[n] == ids(train_loader(pack, spec, batch_size=8, shuffle_buffer=16, seed=0, epoch=n,
-                                             num_workers=2))
+        assert epochs[n] == ids(
+            train_loader(pack, spec, batch_size=8, shuffle_buffer=16, seed=0, epoch=n, num_workers=2)
+        )
     assert ids(loader.epoch(2)) == epochs[2]

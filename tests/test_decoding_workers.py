@@ -1,5 +1,6 @@
 """Decoding workers are started once per run: chunks inside `reused_decoding_workers()` share them, and
 none outlives the block (or, outside it, the call)."""
+
 from __future__ import annotations
 
 import os

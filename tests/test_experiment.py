@@ -1,4 +1,5 @@
 """Experiment grids: expansion, results.json/results.md, and resuming an interrupted grid."""
+
 import json
 
 import pytest
@@ -8,22 +9,33 @@ from trainers import experiment
 from trainers.config import ExperimentConfig
 from trainers.experiment import grid, results_markdown, run_experiment
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_grid(pack, out, **changes) -> ExperimentConfig:
-    base = {"packs": [pack], "out": out, "backbones": ["late"], "methods": ["none", "calibration"],
-            "calibrations": ["paper", "aux"], "seeds": [0, 1],
-            "train": {"epochs": 1, "batch_size": 8, "num_workers": 0, "hidden": 8}}
+    base = {
+        "packs": [pack],
+        "out": out,
+        "backbones": ["late"],
+        "methods": ["none", "calibration"],
+        "calibrations": ["paper", "aux"],
+        "seeds": [0, 1],
+        "train": {"epochs": 1, "batch_size": 8, "num_workers": 0, "hidden": 8},
+    }
     return ExperimentConfig(**{**base, **changes})
 
 
 def test_grid_expands_calibration_variants_only_for_calibration(tmp_path):
     runs = grid(small_grid(tmp_path / "pack", tmp_path / "out", methods=["gate", "calibration"]))
     names = [(r.method, r.calibration, r.seed) for r in runs]
-    assert names == [("gate", "paper", 0), ("gate", "paper", 1), ("calibration", "paper", 0),
-                     ("calibration", "paper", 1), ("calibration", "aux", 0), ("calibration", "aux", 1)]
+    assert names == [
+        ("gate", "paper", 0),
+        ("gate", "paper", 1),
+        ("calibration", "paper", 0),
+        ("calibration", "paper", 1),
+        ("calibration", "aux", 0),
+        ("calibration", "aux", 1),
+    ]
     assert runs[4].out == tmp_path / "out" / "pack" / "late-calibration-aux" / "seed-0"
     assert all(r.epochs == 1 and r.hidden == 8 for r in runs)
 
@@ -55,7 +67,9 @@ def test_run_write_and_resume(tmp_path, monkeypatch):
 
 
 def test_markdown_single_seed_and_missing_metrics():
-    results = [{"pack": "p", "backbone": "conv", "method": "gate", "calibration": None, "test": {"mae": 0.5}},
-               {"pack": "p", "backbone": "conv", "method": "none", "calibration": None, "test": {}}]
+    results = [
+        {"pack": "p", "backbone": "conv", "method": "gate", "calibration": None, "test": {"mae": 0.5}},
+        {"pack": "p", "backbone": "conv", "method": "none", "calibration": None, "test": {}},
+    ]
     table = results_markdown(results)
     assert "| conv | gate | 1 | 0.5000 |" in table and "| conv | none | 1 | - |" in table

@@ -74,6 +74,7 @@ def write_clip(path: Path, *, video=True, audio=True, seconds=1.0, fps=10, rate=
 
 # --- the real files decode and extract with every default encoder ---------------------------------
 
+
 def test_defaults_are_registered():
     names = list_encoders()
     assert {"minilm", "hf"} <= set(names["text"])
@@ -109,7 +110,7 @@ def test_fsdd_wav_8khz_mono(fsdd, encoders):
             samples_8k = c.streams.audio[0].duration  # time base 1/8000
         wave = read_audio(path, rate=RATE)
         assert wave.dtype == np.float32 and len(wave) == 2 * samples_8k
-        (_, f), = extract_features([sample(path.stem, audio=path)], encoders["audio"])
+        ((_, f),) = extract_features([sample(path.stem, audio=path)], encoders["audio"])
         assert f.array.shape == (1 + len(wave) // HOP, 64)
 
 
@@ -120,7 +121,7 @@ def test_segments_have_the_requested_duration(grid, encoders):
         assert len(read_audio(path, rate=RATE, start=start, end=end)) == round(seconds * RATE)
         assert len(read_video(path, fps=10, size=(32, 32), grey=True, start=start, end=end)) == round(seconds * 10)
         seg = sample(video=path, start=start, end=end)
-        (_, audio), = extract_features([seg], encoders["audio"])
+        ((_, audio),) = extract_features([seg], encoders["audio"])
         assert audio.array.shape[0] == 1 + round(seconds * RATE) // HOP
 
 
@@ -138,7 +139,7 @@ def test_segment_is_the_same_span_of_the_whole_file(grid):
 
 def test_audio_from_the_audio_file_before_the_video_track(grid, fsdd):
     enc = get_encoder("audio")
-    (_, f), = extract_features([sample(video=grid[0], audio=fsdd[0])], enc)
+    ((_, f),) = extract_features([sample(video=grid[0], audio=fsdd[0])], enc)
     assert f.array.shape[0] == 1 + len(read_audio(fsdd[0], rate=RATE)) // HOP
 
 
@@ -160,6 +161,7 @@ def test_frames_come_in_bounded_chunks_and_max_seconds_caps(grid):
 
 # --- bad inputs are DecodeErrors that name the file and the reason ------------------------------
 
+
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("bad")
@@ -171,18 +173,28 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     garbage = folder / "garbage.mp4"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     return {
-        "empty": empty, "truncated": truncated, "garbage": garbage, "missing": folder / "missing.mp4",
+        "empty": empty,
+        "truncated": truncated,
+        "garbage": garbage,
+        "missing": folder / "missing.mp4",
         "silent": write_clip(folder / "silent.mp4", audio=False),
         "blind": write_clip(folder / "blind.m4a", video=False),
     }
 
 
-@pytest.mark.parametrize("name, modality, reason", [
-    ("empty", "video", "empty"), ("empty", "audio", "empty"),
-    ("truncated", "video", "not a readable media file"), ("garbage", "audio", "not a readable media file"),
-    ("missing", "video", "not found"), ("missing", "audio", "not found"),
-    ("silent", "audio", "no audio track"), ("blind", "video", "no video track"),
-])
+@pytest.mark.parametrize(
+    "name, modality, reason",
+    [
+        ("empty", "video", "empty"),
+        ("empty", "audio", "empty"),
+        ("truncated", "video", "not a readable media file"),
+        ("garbage", "audio", "not a readable media file"),
+        ("missing", "video", "not found"),
+        ("missing", "audio", "not found"),
+        ("silent", "audio", "no audio track"),
+        ("blind", "video", "no video track"),
+    ],
+)
 def test_bad_files_are_decode_errors(bad_files, encoders, name, modality, reason):
     path = bad_files[name]
     with pytest.raises(DecodeError, match=reason) as err:
@@ -207,8 +219,13 @@ def test_too_short_audio_and_empty_segment(grid, encoders):
 
 
 def test_errors_pass_through_workers_in_order(grid, bad_files, encoders):
-    samples = [sample("a", video=grid[0]), sample("bad1", video=bad_files["silent"]),
-               sample("b", video=grid[1]), sample("bad2", video=bad_files["missing"]), sample("c", video=grid[2])]
+    samples = [
+        sample("a", video=grid[0]),
+        sample("bad1", video=bad_files["silent"]),
+        sample("b", video=grid[1]),
+        sample("bad2", video=bad_files["missing"]),
+        sample("c", video=grid[2]),
+    ]
     for modality in ("audio", "video"):
         results = list(extract_features(samples, encoders[modality], batch_size=2, num_workers=2))
         assert [s.sample_id for s, _ in results] == ["a", "bad1", "b", "bad2", "c"]
@@ -223,9 +240,11 @@ def test_errors_pass_through_workers_in_order(grid, bad_files, encoders):
 
 # --- batching is exact, pooling ---------------------------------------------------------------
 
+
 def test_batched_equals_one_by_one_with_variable_lengths(grid, fsdd, encoders):
-    samples = [sample(f"g{i}", video=p, text=words(p) * (i + 1), start=0.1 * i, end=3.0 - 0.4 * i)
-               for i, p in enumerate(grid)]
+    samples = [
+        sample(f"g{i}", video=p, text=words(p) * (i + 1), start=0.1 * i, end=3.0 - 0.4 * i) for i, p in enumerate(grid)
+    ]
     samples += [sample(p.stem, audio=p, text="seven") for p in fsdd]
     for modality, enc in encoders.items():
         usable = [s for s in samples if modality != "video" or s.video is not None]
@@ -241,7 +260,7 @@ def test_pooled_is_the_mean_over_real_steps(grid):
     for modality in ("text", "audio", "video"):
         seq = get_encoder(modality).encode([get_encoder(modality).load(s)])[0]
         pooled = get_encoder(modality, pooled=True)
-        (_, f), = extract_features([s], pooled)
+        ((_, f),) = extract_features([s], pooled)
         assert f.array.shape == (seq.array.shape[1],) and f.timestamps is None
         np.testing.assert_allclose(f.array, seq.array.mean(0), atol=1e-5)
 

@@ -15,14 +15,20 @@ from extractors import (
 
 # --- fingerprints, specs and the registry ------------------------------------------------------
 
+
 def test_fingerprints_follow_settings_and_are_stable():
     base = {m: get_encoder(m).fingerprint() for m in ("text", "audio", "video")}
     assert base == {m: get_encoder(m).fingerprint() for m in ("text", "audio", "video")}
     assert all(len(f) == 16 and int(f, 16) >= 0 for f in base.values())
     changed = [
-        get_encoder("text", max_length=128), get_encoder("text", pooled=True),
-        get_encoder("audio", n_mels=80), get_encoder("audio", max_seconds=10), get_encoder("audio", "mfcc"),
-        get_encoder("video", fps=5), get_encoder("video", size=16), get_encoder("video", pooled=True),
+        get_encoder("text", max_length=128),
+        get_encoder("text", pooled=True),
+        get_encoder("audio", n_mels=80),
+        get_encoder("audio", max_seconds=10),
+        get_encoder("audio", "mfcc"),
+        get_encoder("video", fps=5),
+        get_encoder("video", size=16),
+        get_encoder("video", pooled=True),
     ]
     for enc in changed:
         assert enc.fingerprint() != base[enc.modality], enc.describe()

@@ -36,8 +36,14 @@ print(json.dumps({"code": code, "heavy": sorted(m for m in ("torch", "transforme
 
 def fresh_cli(*args: str) -> tuple[dict, str]:
     """Run `precal ARGS` in a new interpreter: (its exit code and the heavy modules it imported, its output)."""
-    done = subprocess.run([sys.executable, "-c", FRESH_CLI, *args], cwd=ROOT, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_CLI, *args],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     *output, last = done.stdout.strip().splitlines()
     return json.loads(last), "\n".join(output) + done.stderr
 
@@ -48,8 +54,19 @@ def extracted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fast")
     manifest = split_subset(folder, {"train": 3})
     store = folder / "store"
-    args = ["extract", "--manifest", str(manifest), "--store", str(store), "-m", "text", "-m", "audio",
-            "--workers", "0"]
+    args = [
+        "extract",
+        "--manifest",
+        str(manifest),
+        "--store",
+        str(store),
+        "-m",
+        "text",
+        "-m",
+        "audio",
+        "--workers",
+        "0",
+    ]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     return manifest, store, args

@@ -32,8 +32,16 @@ def float_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> None:
     """An IEEE-float WAV (format tag 3), which can hold NaN, Inf and 1e38."""
     data = np.asarray(samples, "<f4").tobytes()
     fmt = struct.pack("<IHHIIHH", 16, 3, 1, rate, rate * 4, 4, 32)
-    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + fmt + b"data"
-                     + struct.pack("<I", len(data)) + data)
+    path.write_bytes(
+        b"RIFF"
+        + struct.pack("<I", 36 + len(data))
+        + b"WAVE"
+        + b"fmt "
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
 
 
 def tone(seconds: float = 0.5, rate: int = 16000) -> np.ndarray:
@@ -53,9 +61,13 @@ def hostile(tmp_path_factory):
     os.mkfifo(folder / "pipe.mp4")
     clip = good[0]["video"]
     rows = [f"{r['sample_id']},train,{r['label']},{r['video']},," for r in good] + [
-        "nanwave,train,1,,nan.wav,", "loud,train,1,,loud.wav,", "fifo,train,1,pipe.mp4,,",
+        "nanwave,train,1,,nan.wav,",
+        "loud,train,1,,loud.wav,",
+        "fifo,train,1,pipe.mp4,,",
         "devzero,train,1,,/dev/zero,",
-        f"far,train,1,{clip},,1e300", f"late,train,1,{clip},,50"]
+        f"far,train,1,{clip},,1e300",
+        f"late,train,1,{clip},,50",
+    ]
     (folder / "hostile.csv").write_text("sample_id,split,label,video,audio,start\n" + "\n".join(rows) + "\n")
     manifest = read_manifest(folder / "hostile.csv", check_files=False, allow_outside_root=True)
     manifest.samples.append(Sample(LONG_ID, "train", 1, video=folder / clip))  # as a manifest from older precal
@@ -73,6 +85,7 @@ def assert_failed(rows, sample_id, modality, *reason_parts):
 
 
 # ---- 1: non-finite features ---------------------------------------------------------------------
+
 
 @pytest.mark.timeout(120)
 def test_nan_and_overflowing_audio_are_failed_rows_not_ok_nan_features(hostile):
@@ -124,8 +137,9 @@ def manifest_of(folder: Path, samples: list[Sample]):
 
 
 def test_manifest_rejects_infinite_and_nan_labels(tmp_path):
-    (tmp_path / "m.csv").write_text("sample_id,split,label,text\na,train,inf,x\nb,train,-inf,x\nc,train,nan,x\n"
-                                    "d,train,1e400,x\ne,train,1.5,x\n")
+    (tmp_path / "m.csv").write_text(
+        "sample_id,split,label,text\na,train,inf,x\nb,train,-inf,x\nc,train,nan,x\nd,train,1e400,x\ne,train,1.5,x\n"
+    )
     manifest = read_manifest(tmp_path / "m.csv", strict=False)
     assert [s.sample_id for s in manifest.samples] == ["e"]
     assert sum("not a finite number" in p for p in manifest.rejected) == 3
@@ -133,6 +147,7 @@ def test_manifest_rejects_infinite_and_nan_labels(tmp_path):
 
 
 # ---- 4: long sample ids -------------------------------------------------------------------------
+
 
 def test_manifest_caps_sample_id_length(tmp_path):
     ok, long = "a" * 80, "b" * 81
@@ -151,6 +166,7 @@ def test_an_unstorable_sample_id_fails_alone_not_its_chunk(hostile):
 
 # ---- 5: FIFOs and devices -----------------------------------------------------------------------
 
+
 @pytest.mark.timeout(120)
 def test_fifo_and_dev_zero_are_failed_rows_not_hangs(hostile):
     _, _, rows, _ = hostile
@@ -162,8 +178,10 @@ def test_fifo_and_dev_zero_are_failed_rows_not_hangs(hostile):
 def test_pack_does_not_hang_on_a_fifo(hostile, tmp_path):
     manifest, store, _, good = hostile
     os.mkfifo(tmp_path / "pipe.mp4")
-    swapped = [Sample(s.sample_id, s.split, s.label, video=tmp_path / "pipe.mp4") if s.sample_id == good[0] else s
-               for s in manifest.samples]
+    swapped = [
+        Sample(s.sample_id, s.split, s.label, video=tmp_path / "pipe.mp4") if s.sample_id == good[0] else s
+        for s in manifest.samples
+    ]
     selection = selection_for(store, ExtractConfig(modalities={"video": EncoderChoice()}))
     result = pack(store, manifest_of(manifest.root, swapped), selection, progress=False)
     assert good[0] in result.dropped and result.counts["train"] == 1
@@ -171,13 +189,15 @@ def test_pack_does_not_hang_on_a_fifo(hostile, tmp_path):
 
 # ---- 6: memory follows the longest clip ---------------------------------------------------------
 
+
 def test_one_long_clip_does_not_pad_the_whole_batch(monkeypatch):
     import extractors.audio
 
     padded = []
     real_pad = extractors.audio.pad_batch
-    monkeypatch.setattr(extractors.audio, "pad_batch",
-                        lambda waves: padded.append(real_pad(waves).size) or real_pad(waves))
+    monkeypatch.setattr(
+        extractors.audio, "pad_batch", lambda waves: padded.append(real_pad(waves).size) or real_pad(waves)
+    )
     encoder = get_encoder("audio")
     rng = np.random.default_rng(0)
     waves = [rng.standard_normal(16000).astype(np.float32) for _ in range(15)]
@@ -189,6 +209,7 @@ def test_one_long_clip_does_not_pad_the_whole_batch(monkeypatch):
 
 
 # ---- 7 and 8: segments out of range -------------------------------------------------------------
+
 
 @pytest.mark.timeout(120)
 def test_start_1e300_is_a_failed_row(hostile):
@@ -205,6 +226,7 @@ def test_segment_after_the_end_of_a_video_fails_like_audio(hostile):
 
 
 # ---- 9: pack takes the store lock ---------------------------------------------------------------
+
 
 @contextmanager
 def held_elsewhere(store: Path):
@@ -237,6 +259,7 @@ def test_pack_waits_for_the_store_lock(hostile):
 
 # ---- 16: labels ---------------------------------------------------------------------------------
 
+
 def test_one_and_one_point_zero_are_one_class(tmp_path):
     (tmp_path / "m.csv").write_text("sample_id,split,label,text\na,train,1,x\nb,train,1.0,x\nc,train,2,x\n")
     labels = [s.label for s in read_manifest(tmp_path / "m.csv").samples]
@@ -244,11 +267,13 @@ def test_one_and_one_point_zero_are_one_class(tmp_path):
 
 
 def test_jsonl_with_number_and_string_labels_is_validated_row_by_row(tmp_path):
-    lines = ['{"sample_id": "a", "split": "train", "label": 1, "text": "x"}',
-             '{"sample_id": "b", "split": "train", "label": "cat", "text": "x"}',
-             '{"sample_id": "c", "split": "train", "label": 1.0, "text": "x"}',
-             '{"sample_id": "d", "split": "train", "label": ',
-             '{"sample_id": "e", "split": "bogus", "label": 2, "text": "x"}']
+    lines = [
+        '{"sample_id": "a", "split": "train", "label": 1, "text": "x"}',
+        '{"sample_id": "b", "split": "train", "label": "cat", "text": "x"}',
+        '{"sample_id": "c", "split": "train", "label": 1.0, "text": "x"}',
+        '{"sample_id": "d", "split": "train", "label": ',
+        '{"sample_id": "e", "split": "bogus", "label": 2, "text": "x"}',
+    ]
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
     manifest = read_manifest(tmp_path / "m.jsonl", strict=False)
     assert [(s.sample_id, s.label) for s in manifest.samples] == [("a", 1), ("b", "cat"), ("c", 1)]
@@ -256,6 +281,7 @@ def test_jsonl_with_number_and_string_labels_is_validated_row_by_row(tmp_path):
 
 
 # ---- 17: errors that name the file --------------------------------------------------------------
+
 
 def test_gc_refused_by_the_lock_names_the_lock_file(tmp_path):
     from pipeline.cli import app

@@ -77,8 +77,11 @@ def test_sigkill_of_extract_leaves_no_worker_and_no_lock(tmp_path, caplog):
     os.mkfifo(report)
     os.mkfifo(never)
     store = tmp_path / "store"
-    main = subprocess.Popen([sys.executable, str(script), str(store), str(report), str(never)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    main = subprocess.Popen(
+        [sys.executable, str(script), str(store), str(report), str(never)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     with open(report) as reports:  # opens once the decoding worker runs (and is about to block)
         worker = int(reports.readline())
     main.kill()  # what the OOM killer does
@@ -134,6 +137,7 @@ def test_lock_of_a_live_holder_is_not_taken_over(tmp_path):
 
 
 # ---- 14: a full disk ----------------------------------------------------------------------------
+
 
 @pytest.mark.timeout(120)
 def test_full_disk_stops_the_run_and_closes_the_workers(tmp_path, monkeypatch):

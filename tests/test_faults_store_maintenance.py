@@ -23,12 +23,17 @@ from tests.helpers import bundled_subset
 
 # ---- 3 and 13: verify --repair ------------------------------------------------------------------
 
+
 @pytest.fixture
 def damaged_store(tmp_path):
     manifest = bundled_subset(tmp_path / "data", 2)
     store = tmp_path / "store"
-    run_extraction(read_manifest(manifest), store, ExtractConfig(modalities={"audio": EncoderChoice()}, num_workers=0),
-                   progress=False)
+    run_extraction(
+        read_manifest(manifest),
+        store,
+        ExtractConfig(modalities={"audio": EncoderChoice()}, num_workers=0),
+        progress=False,
+    )
     shard = store / next(r["shard"] for r in Catalog(store).latest())
     shard.write_bytes(shard.read_bytes()[:-700])
     return manifest, store, shard, next(shard.parent.glob("encoder.json"))
@@ -74,6 +79,7 @@ def test_repair_with_a_damaged_encoder_record_deletes_nothing(damaged_store):
 
 
 # ---- 18: status, gc, pictures, arrays -----------------------------------------------------------
+
 
 def test_status_counts_samples_whose_shards_are_gone_as_missing(damaged_store):
     _, store, shard, _ = damaged_store

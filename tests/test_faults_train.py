@@ -30,8 +30,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config(pack_dir, out, **changes) -> TrainConfig:
-    base = {"pack": pack_dir, "out": out, "epochs": 2, "batch_size": 8, "num_workers": 0, "shuffle_buffer": 16,
-            "hidden": 16, "lr": 3e-3}
+    base = {
+        "pack": pack_dir,
+        "out": out,
+        "epochs": 2,
+        "batch_size": 8,
+        "num_workers": 0,
+        "shuffle_buffer": 16,
+        "hidden": 16,
+        "lr": 3e-3,
+    }
     return TrainConfig(**{**base, **changes})
 
 
@@ -82,8 +90,14 @@ def raw_npy(header: str, payload: bytes) -> bytes:
 
 # ---- item 1: a non-finite loss stops training; metrics.json is strict JSON --------------------------------
 
-@pytest.mark.parametrize("split,sample,where", [("train", "train_00003", "epoch 1/2: the training loss is nan"),
-                                                ("valid", "valid_00002", "epoch 1/2: the validation loss is nan")])
+
+@pytest.mark.parametrize(
+    "split,sample,where",
+    [
+        ("train", "train_00003", "epoch 1/2: the training loss is nan"),
+        ("valid", "valid_00002", "epoch 1/2: the validation loss is nan"),
+    ],
+)
 def test_a_nan_feature_stops_training_naming_epoch_and_samples(pack_copy, tmp_path, split, sample, where):
     shard = pack_copy / f"{split}-000000.tar"
     audio = dict(members_of(shard))[f"{sample}.audio.npy"]
@@ -99,14 +113,19 @@ def test_metrics_json_never_holds_nan_or_infinity(tmp_path):
     def strict(text):
         return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
 
-    write_json_atomic({"valid": {"loss": float("nan"), "corr": float("-inf")}, "history": [1.5, float("inf")]},
-                      tmp_path / "metrics.json")
-    assert strict((tmp_path / "metrics.json").read_text()) == {"valid": {"loss": None, "corr": None},
-                                                                "history": [1.5, None]}
+    write_json_atomic(
+        {"valid": {"loss": float("nan"), "corr": float("-inf")}, "history": [1.5, float("inf")]},
+        tmp_path / "metrics.json",
+    )
+    assert strict((tmp_path / "metrics.json").read_text()) == {
+        "valid": {"loss": None, "corr": None},
+        "history": [1.5, None],
+    }
     assert json_safe({"a": (np.float64("nan"), 2)}) == {"a": [None, 2]}
 
 
 # ---- item 10: a split cut short is refused at train and at evaluate ---------------------------------------
+
 
 def sample_offset(path, key: str) -> int:
     """Where the first member of sample `key` starts (its header)."""
@@ -125,7 +144,7 @@ def cut_at_member_boundary(pack_dir, split: str, whole: int = 5) -> str:
     """Cut the first shard right before the header of sample `whole`: the samples before it are intact."""
     shard = pack_dir / f"{split}-000000.tar"
     data = shard.read_bytes()
-    shard.write_bytes(data[:sample_offset(shard, f"{split}_{whole:05d}")])
+    shard.write_bytes(data[: sample_offset(shard, f"{split}_{whole:05d}")])
     return str(shard)
 
 
@@ -173,11 +192,14 @@ def test_train_and_evaluate_commands_print_the_damage_without_a_traceback(pack_c
 
 # ---- item 11: verify checks packs; pack rebuilds a damaged one --------------------------------------------
 
+
 @pytest.fixture
 def toy_store(tmp_path):
     (tmp_path / "data").mkdir()
-    rows = [{"sample_id": f"s{i}", "split": ["train", "valid", "test"][i % 3], "label": str(i % 2), "text": f"t{i}"}
-            for i in range(9)]
+    rows = [
+        {"sample_id": f"s{i}", "split": ["train", "valid", "test"][i % 3], "label": str(i % 2), "text": f"t{i}"}
+        for i in range(9)
+    ]
     manifest = read_manifest(write_manifest(rows, tmp_path / "data" / "m.csv"))
     store = tmp_path / "store"
     add_features(store, manifest, "text", "ft", 4)
@@ -190,14 +212,19 @@ def flip_a_byte(path):
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage,reason", [
-    (flip_a_byte, "valid-000000.tar: sha256 mismatch"),
-    (lambda p: p.write_bytes(p.read_bytes()[:1536]), "valid-000000.tar: sha256 mismatch"),
-    (lambda p: p.unlink(), "valid-000000.tar is missing"),
-    (lambda p: (p.parent / "pack.json").write_text('{"splits": {"tra'), "pack.json is missing or unreadable"),
-    (lambda p: (p.parent / "pack.json").write_text('{"splits": {"train": {"shards": ["x.tar"], "count": 1}}}'),
-     "pack.json records no sha256"),
-])
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        (flip_a_byte, "valid-000000.tar: sha256 mismatch"),
+        (lambda p: p.write_bytes(p.read_bytes()[:1536]), "valid-000000.tar: sha256 mismatch"),
+        (lambda p: p.unlink(), "valid-000000.tar is missing"),
+        (lambda p: (p.parent / "pack.json").write_text('{"splits": {"tra'), "pack.json is missing or unreadable"),
+        (
+            lambda p: (p.parent / "pack.json").write_text('{"splits": {"train": {"shards": ["x.tar"], "count": 1}}}'),
+            "pack.json records no sha256",
+        ),
+    ],
+)
 def test_a_damaged_pack_is_named_by_verify_and_rebuilt_by_pack(toy_store, damage, reason):
     from pipeline.cli import app  # the CLI imports Prefect's settings: only where it is used
 
@@ -231,18 +258,31 @@ def test_a_damaged_feature_shard_is_named_when_packing(toy_store):
 
 # ---- items 17 and 18: bad members named by shard and sample; a negative .npy shape -------------------------
 
-@pytest.mark.parametrize("member,content,reason", [
-    ("valid_00001.json", b'{"sample_id": "valid_00001", "tar', "Unterminated string"),
-    ("valid_00001.json", b'{"sample_id": "valid_00001"}', "no 'target' field"),
-    ("valid_00001.json", b'{"sample_id": "valid_00001", "target": "c1"}', "not a classification target"),
-    ("valid_00001.audio.npy", b"garbage", "not a .npy array"),
-    ("valid_00001.audio.npy", raw_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (-1, 8), }",
-                                      bytes(2 * 32)), "shape \\(-1, 8\\) is not a tuple of non-negative"),
-    ("valid_00001.audio.npy", raw_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (9, 8), }",
-                                      bytes(2 * 32)), "needs 144 bytes, the member holds 64"),
-    ("valid_00001.audio.npy", raw_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (4, 8", bytes(64)),
-     ".npy header cannot be read"),
-])
+
+@pytest.mark.parametrize(
+    "member,content,reason",
+    [
+        ("valid_00001.json", b'{"sample_id": "valid_00001", "tar', "Unterminated string"),
+        ("valid_00001.json", b'{"sample_id": "valid_00001"}', "no 'target' field"),
+        ("valid_00001.json", b'{"sample_id": "valid_00001", "target": "c1"}', "not a classification target"),
+        ("valid_00001.audio.npy", b"garbage", "not a .npy array"),
+        (
+            "valid_00001.audio.npy",
+            raw_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (-1, 8), }", bytes(2 * 32)),
+            "shape \\(-1, 8\\) is not a tuple of non-negative",
+        ),
+        (
+            "valid_00001.audio.npy",
+            raw_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (9, 8), }", bytes(2 * 32)),
+            "needs 144 bytes, the member holds 64",
+        ),
+        (
+            "valid_00001.audio.npy",
+            raw_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (4, 8", bytes(64)),
+            ".npy header cannot be read",
+        ),
+    ],
+)
 def test_a_bad_member_is_named_by_shard_and_sample(pack_copy, member, content, reason, workers=0):
     shard = pack_copy / "valid-000000.tar"
     replace_member(shard, member, content)
@@ -254,11 +294,13 @@ def test_a_bad_member_is_named_by_shard_and_sample(pack_copy, member, content, r
 
 def test_a_bad_member_is_named_through_a_loader_worker(pack_copy):
     """DataLoader raises a worker's exception again in the trainer: it must keep its type and message."""
-    test_a_bad_member_is_named_by_shard_and_sample(pack_copy, "valid_00001.audio.npy", b"garbage",
-                                                   "not a .npy array", workers=1)
+    test_a_bad_member_is_named_by_shard_and_sample(
+        pack_copy, "valid_00001.audio.npy", b"garbage", "not a .npy array", workers=1
+    )
 
 
 # ---- item 15: checkpoint names past epoch 999 --------------------------------------------------------------
+
 
 def test_training_past_epoch_999_finishes_and_resumes(good_pack, tmp_path):
     out = tmp_path / "run"
@@ -274,6 +316,7 @@ def test_training_past_epoch_999_finishes_and_resumes(good_pack, tmp_path):
 
 
 # ---- item 17: a truncated checkpoint falls back to the previous epoch's -------------------------------------
+
 
 def test_a_truncated_checkpoint_falls_back_to_the_previous_epoch(good_pack, tmp_path, capsys):
     straight = train(config(good_pack, tmp_path / "straight", epochs=3))

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ---- item 12: the shard reader's guards, and a fuzz of it --------------------------------------------------
 
+
 def header(name: str, size: int = 0, kind: bytes = tarfile.REGTYPE) -> bytearray:
     info = tarfile.TarInfo(name)
     info.size, info.type = size, kind
@@ -23,7 +24,7 @@ def header(name: str, size: int = 0, kind: bytes = tarfile.REGTYPE) -> bytearray
 
 def set_field(block: bytearray, start: int, end: int, value: bytes) -> bytearray:
     """Set a header field (padded with NULs) and make the checksum right again, so the value is what counts."""
-    block[start:end] = value[:end - start].ljust(end - start, b"\0")
+    block[start:end] = value[: end - start].ljust(end - start, b"\0")
     block[148:156] = b" " * 8
     block[148:156] = b"%06o\0 " % sum(block)
     return block
@@ -50,8 +51,7 @@ def read_all(path) -> list[dict]:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("size_field", [b"-0000001", b"-1", b"\xff" * 12,
-                                        b"\xff" + b"\xff" * 10 + b"\xfe"])
+@pytest.mark.parametrize("size_field", [b"-0000001", b"-1", b"\xff" * 12, b"\xff" + b"\xff" * 10 + b"\xfe"])
 def test_a_negative_size_is_refused(tmp_path, size_field):
     path = tmp_path / "s.tar"
     member = set_field(header("a.audio.npy"), 124, 136, size_field)
@@ -61,8 +61,19 @@ def test_a_negative_size_is_refused(tmp_path, size_field):
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.parametrize("records", [b"0 size=5\n", b"00 path=b.json\n", b"3 path=b.json\n", b"-5 size=1\n",
-                                     b"99999999 path=b.json\n", b"12 size=-100\n", b"10 path=\xff\xfe\n", b"x\n"])
+@pytest.mark.parametrize(
+    "records",
+    [
+        b"0 size=5\n",
+        b"00 path=b.json\n",
+        b"3 path=b.json\n",
+        b"-5 size=1\n",
+        b"99999999 path=b.json\n",
+        b"12 size=-100\n",
+        b"10 path=\xff\xfe\n",
+        b"x\n",
+    ],
+)
 def test_a_bad_pax_record_is_refused_without_looping(tmp_path, records):
     path = tmp_path / "s.tar"
     path.write_bytes(with_pax(records))
@@ -80,16 +91,24 @@ def fuzz_cases(good: bytes, rng: random.Random):
         for _ in range(rng.randint(1, 8)):
             data[rng.randrange(len(data))] = rng.randrange(256)
         yield bytes(data)
-    headers = [i for i in range(0, len(good) - 511, 512) if good[i + 257:i + 262] == b"ustar"]
-    hostile = [b"-1", b"-777777", b"\xff" * 12, b"\x80" + b"\xff" * 11, b"77777777777", b"1e5", b"",
-               b"\x80\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01"]
+    headers = [i for i in range(0, len(good) - 511, 512) if good[i + 257 : i + 262] == b"ustar"]
+    hostile = [
+        b"-1",
+        b"-777777",
+        b"\xff" * 12,
+        b"\x80" + b"\xff" * 11,
+        b"77777777777",
+        b"1e5",
+        b"",
+        b"\x80\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01",
+    ]
     fields = [(0, 100), (100, 108), (124, 136), (136, 148), (156, 157), (257, 263), (345, 500)]
     for _ in range(300):
         data = bytearray(good)
         at = rng.choice(headers)
         start, end = rng.choice(fields)
         value = rng.choice(hostile + [bytes(rng.randrange(256) for _ in range(end - start))])
-        data[at:at + 512] = set_field(bytearray(data[at:at + 512]), start, end, value)
+        data[at : at + 512] = set_field(bytearray(data[at : at + 512]), start, end, value)
         yield bytes(data)
     for _ in range(50):
         yield bytes(rng.randrange(256) for _ in range(rng.choice([0, 100, 512, 1024, 3000])))
@@ -99,8 +118,13 @@ def fuzz_cases(good: bytes, rng: random.Random):
 def test_fuzzed_shards_give_samples_or_corrupt_shard_in_seconds(tmp_path):
     source = tmp_path / "good.tar"
     with tarfile.open(source, "w", format=tarfile.PAX_FORMAT) as tar:  # pax: long and non-ASCII names
-        for name, data in [("a.json", b'{"k": 1}'), ("a.audio.npy", b"a" * 700), ("d/" + "k" * 120 + ".json", b"[]"),
-                           ("b.ünï.json", b"2"), ("c.text.npy", b"t" * 1500)]:
+        for name, data in [
+            ("a.json", b'{"k": 1}'),
+            ("a.audio.npy", b"a" * 700),
+            ("d/" + "k" * 120 + ".json", b"[]"),
+            ("b.ünï.json", b"2"),
+            ("c.text.npy", b"t" * 1500),
+        ]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

@@ -8,6 +8,7 @@
 Every import counts: module level, inside functions and under `TYPE_CHECKING`, because a lazy import
 still couples the packages.
 """
+
 from __future__ import annotations
 
 import ast
@@ -70,7 +71,9 @@ def violations(path: Path, source: str | None = None) -> list[str]:
         if is_cli(name):
             found.append(f"{importer} imports {name}: only the CLI package may")
         elif target != top and target not in ALLOWED[top]:
-            found.append(f"{importer} imports {name}: {top} may import only {sorted(ALLOWED[top]) or 'no project package'}")
+            found.append(
+                f"{importer} imports {name}: {top} may import only {sorted(ALLOWED[top]) or 'no project package'}"
+            )
     return found
 
 
@@ -79,12 +82,17 @@ def test_every_project_module_keeps_to_its_layer():
     assert not found, "\n".join(found)
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("import pipeline.manifest\n", "extractors.fake imports pipeline.manifest"),
-    ("def f():\n    from flows import extract\n", "extractors.fake imports flows"),
-    ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from trainers.train import x\n",
-     "extractors.fake imports trainers"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("import pipeline.manifest\n", "extractors.fake imports pipeline.manifest"),
+        ("def f():\n    from flows import extract\n", "extractors.fake imports flows"),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from trainers.train import x\n",
+            "extractors.fake imports trainers",
+        ),
+    ],
+)
 def test_the_checker_sees_every_kind_of_import(source, expected):
     fake = ROOT / "extractors" / "fake.py"
     assert any(v.startswith(expected) for v in violations(fake, source))
@@ -93,10 +101,17 @@ def test_the_checker_sees_every_kind_of_import(source, expected):
 def test_relative_imports_are_resolved_and_only_the_cli_may_import_the_cli():
     path = ROOT / "pipeline" / "adapters" / "fake.py"
     source = "from ..cli import app\nfrom . import common\n"
-    assert imported_modules(path, source) == {"pipeline.cli", "pipeline.cli.app", "pipeline.adapters",
-                                              "pipeline.adapters.common"}
-    assert violations(path, source) == ["pipeline.adapters.fake imports pipeline.cli: only the CLI package may",
-                                        "pipeline.adapters.fake imports pipeline.cli.app: only the CLI package may"]
+    assert imported_modules(path, source) == {
+        "pipeline.cli",
+        "pipeline.cli.app",
+        "pipeline.adapters",
+        "pipeline.adapters.common",
+    }
+    assert violations(path, source) == [
+        "pipeline.adapters.fake imports pipeline.cli: only the CLI package may",
+        "pipeline.adapters.fake imports pipeline.cli.app: only the CLI package may",
+    ]
     assert violations(ROOT / "pipeline" / "cli" / "fake.py", "import flows.extract\nimport trainers\n") == []
     assert violations(ROOT / "flows" / "fake.py", "from pipeline.cli import app\n")[0].startswith(
-        "flows.fake imports pipeline.cli: only the CLI")
+        "flows.fake imports pipeline.cli: only the CLI"
+    )

@@ -33,8 +33,9 @@ with store_lease(location(sys.argv[1])):
 
 def start_holder(store: URL) -> subprocess.Popen:
     """A second process holding the store's lease (its stdout says when)."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(store)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(store)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 

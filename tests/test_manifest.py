@@ -1,4 +1,3 @@
-
 import pytest
 
 from pipeline.manifest import ManifestError, read_manifest, write_manifest
@@ -34,24 +33,32 @@ def test_reads_csv_jsonl_and_parquet_alike(media):
 
 
 def test_reports_every_problem_with_row_numbers(media):
-    path = write_csv(media / "m.csv", "sample_id,split,label,video,text\n"
-                     "ok1,train,1,clips/a.mp4,\n"
-                     "bad id!,train,1,clips/a.mp4,\n"
-                     "ok1,valid,1,clips/a.mp4,\n"
-                     "x3,dev,1,clips/a.mp4,\n"
-                     "x4,test,,clips/a.mp4,\n"
-                     "x5,test,1,clips/missing.mp4,\n"
-                     "x6,test,1,../outside.mp4,\n"
-                     "x7,test,1,,\n")
+    path = write_csv(
+        media / "m.csv",
+        "sample_id,split,label,video,text\n"
+        "ok1,train,1,clips/a.mp4,\n"
+        "bad id!,train,1,clips/a.mp4,\n"
+        "ok1,valid,1,clips/a.mp4,\n"
+        "x3,dev,1,clips/a.mp4,\n"
+        "x4,test,,clips/a.mp4,\n"
+        "x5,test,1,clips/missing.mp4,\n"
+        "x6,test,1,../outside.mp4,\n"
+        "x7,test,1,,\n",
+    )
     (media.parent / "outside.mp4").write_bytes(b"x")
     with pytest.raises(ManifestError) as err:
         read_manifest(path)
     problems = "\n".join(err.value.problems)
     assert len(err.value.problems) == 7
-    for expected in ("row 2: sample_id 'bad id!'", "row 3: duplicate sample_id 'ok1' (first at row 1)",
-                     "row 4: split 'dev'", "row 5: label is empty",
-                     "row 6: video file 'clips/missing.mp4' does not exist",
-                     "row 7: video path '../outside.mp4' escapes the dataset root", "row 8: no modality given"):
+    for expected in (
+        "row 2: sample_id 'bad id!'",
+        "row 3: duplicate sample_id 'ok1' (first at row 1)",
+        "row 4: split 'dev'",
+        "row 5: label is empty",
+        "row 6: video file 'clips/missing.mp4' does not exist",
+        "row 7: video path '../outside.mp4' escapes the dataset root",
+        "row 8: no modality given",
+    ):
         assert expected in problems
     assert str(path) in str(err.value)
 
@@ -94,8 +101,9 @@ def test_unreadable_and_missing_columns(media):
 
 
 def test_task_inferred_from_labels(media):
-    rows = [{"sample_id": f"s{i}", "split": "train", "label": v, "text": "t"}
-            for i, v in enumerate(["-1.2", "0.4", "2"])]
+    rows = [
+        {"sample_id": f"s{i}", "split": "train", "label": v, "text": "t"} for i, v in enumerate(["-1.2", "0.4", "2"])
+    ]
     assert read_manifest(write_manifest(rows, media / "r.csv")).task() == "regression"
     rows = [{"sample_id": f"s{i}", "split": "train", "label": v, "text": "t"} for i, v in enumerate(["1", "2"])]
     assert read_manifest(write_manifest(rows, media / "c.csv")).task() == "classification"
@@ -112,8 +120,11 @@ def test_leading_zeros_and_invalid_utf8_rows(media):
 
 
 def test_lenient_reading_keeps_good_rows_but_fails_when_none_is_usable(media):
-    path = write_csv(media / "m.csv", "sample_id,split,label,video\na,train,1,clips/a.mp4\na,train,1,clips/a.mp4\n"
-                     "b,train,1,../../etc/passwd\nc,train,1,clips/gone.mp4\n")
+    path = write_csv(
+        media / "m.csv",
+        "sample_id,split,label,video\na,train,1,clips/a.mp4\na,train,1,clips/a.mp4\n"
+        "b,train,1,../../etc/passwd\nc,train,1,clips/gone.mp4\n",
+    )
     manifest = read_manifest(path, strict=False, check_files=False)
     assert [s.sample_id for s in manifest.samples] == ["a", "c"]  # a missing file is extraction's failure to report
     assert len(manifest.rejected) == 2 and "duplicate" in manifest.rejected[0] and "escapes" in manifest.rejected[1]

@@ -40,7 +40,7 @@ def test_regression_in_the_mosi_convention():
 
 def test_regression_edge_cases():
     got = regression_metrics([0.5, 0.5, 0.5], [0.0, 0.0, 0.0])
-    assert got["corr"] == 0.0                       # undefined for a constant side
+    assert got["corr"] == 0.0  # undefined for a constant side
     assert got["acc2_non0"] == got["f1_non0"] == 0.0  # no non-zero label to score
     assert got["acc2_has0"] == 1.0
     assert regression_metrics([[0.5], [-2.5]], [[1.0], [-2.0]])["acc7"] == 0.5  # [B, 1] works; round half to even

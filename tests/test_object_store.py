@@ -66,8 +66,13 @@ def upload_subset(s3, tmp_path, count: int | dict[str, int]) -> tuple[str, URL]:
 
 def start(manifest: str, store: URL, wait: float = 60) -> subprocess.Popen:
     # A new session, so the kill takes the decoding workers too, as a crash of the machine would.
-    return subprocess.Popen([sys.executable, "-c", RUN, manifest, str(store), str(wait)], start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN, manifest, str(store), str(wait)],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(manifest: str, store: URL) -> None:
@@ -173,8 +178,9 @@ def test_pack_train_and_evaluate_stream_from_the_bucket(s3, tmp_path, one_torch_
     assert not again.created and again.pack_id == packed.pack_id
     settings = {"epochs": 2, "batch_size": 4, "num_workers": 0, "shuffle_buffer": 8, "hidden": 8}
     streamed = train(TrainConfig(pack=str(packed.path), out=tmp_path / "streamed", **settings))
-    cached = train(TrainConfig(pack=str(packed.path), out=tmp_path / "cached", shard_cache=tmp_path / "cache",
-                               **settings))
+    cached = train(
+        TrainConfig(pack=str(packed.path), out=tmp_path / "cached", shard_cache=tmp_path / "cache", **settings)
+    )
     assert (tmp_path / "cache" / packed.pack_id / "pack.json").is_file()
     assert streamed["test"] == cached["test"] and streamed["best_epoch"] == cached["best_epoch"]
     scored = evaluate(tmp_path / "streamed" / "best.pt", str(packed.path), "test")
@@ -213,12 +219,18 @@ def test_status_verify_repair_and_gc_take_a_bucket_store(s3, tmp_path):
 
     manifest, prefix = upload_subset(s3, tmp_path, 4)
     store = prefix / "store"
-    run_extraction(read_manifest(manifest), store, ExtractConfig(shard_size=2, num_workers=0,
-                                                                 modalities={"text": {}, "audio": {}}), progress=False)
+    run_extraction(
+        read_manifest(manifest),
+        store,
+        ExtractConfig(shard_size=2, num_workers=0, modalities={"text": {}, "audio": {}}),
+        progress=False,
+    )
     cli = CliRunner()
     shown = cli.invoke(app, ["status", "--store", str(store), "--json"])
-    assert shown.exit_code == 0 and {f["modality"]: f["ok"] for f in json.loads(shown.stdout)["features"]} == \
-        {"text": 4, "audio": 4}
+    assert shown.exit_code == 0 and {f["modality"]: f["ok"] for f in json.loads(shown.stdout)["features"]} == {
+        "text": 4,
+        "audio": 4,
+    }
     damaged = sorted(remote.files_under(store / "features" / "audio", ".tar"))[0]
     remote.put(damaged, b"not a tar any more")
     checked = cli.invoke(app, ["verify", "--store", str(store)])

@@ -122,8 +122,9 @@ def test_stage_selection_uses_the_recorded_pack(workdir):
     result = pipeline_flow(str(workdir / "pipeline.yaml"), stages=["evaluate", "train"])
     assert statuses(result) == {"train": "skipped", "evaluate": "skipped"}
     recorded = read_stages(workdir / "out")["stages"]
-    outcome = CliRunner().invoke(app, ["run", str(workdir / "pipeline.yaml"), "--export-experiment",
-                                       str(workdir / "experiment.yaml")])
+    outcome = CliRunner().invoke(
+        app, ["run", str(workdir / "pipeline.yaml"), "--export-experiment", str(workdir / "experiment.yaml")]
+    )
     assert outcome.exit_code == 0, outcome.output
     exported = yaml.safe_load((workdir / "experiment.yaml").read_text())  # what torchrun would be given
     assert exported["packs"] == [recorded["pack"]["result"]["path"]]
@@ -147,8 +148,7 @@ def artifacts_of(flow_run_id: str) -> list[dict]:
 
 def test_run_command_prints_the_stage_table_and_links_the_report(workdir):
     (workdir / "out" / "report.html").write_text("<html>report</html>")
-    outcome = CliRunner().invoke(app, ["run", str(workdir / "pipeline.yaml"), "--stages", "extract,pack",
-                                       "-m", "text"])
+    outcome = CliRunner().invoke(app, ["run", str(workdir / "pipeline.yaml"), "--stages", "extract,pack", "-m", "text"])
     assert outcome.exit_code == 0, outcome.output
     assert "pipeline stages" in outcome.output and "skipped" in outcome.output
     by_key = {a["key"]: a for a in artifacts_of(read_stages(workdir / "out")["history"][-1]["flow_run_id"])}
@@ -159,9 +159,12 @@ def test_run_command_prints_the_stage_table_and_links_the_report(workdir):
 
 def test_run_command_rejects_bad_choices_before_starting(workdir):
     runner = CliRunner()
-    for args, message in ((["--stages", "extract,deploy"], "unknown stage"), (["-m", "video"], "not in the config"),
-                          (["--runner", "ray"], "choose default or dask"),
-                          (["--address", "tcp://x:1"], "--runner dask")):
+    for args, message in (
+        (["--stages", "extract,deploy"], "unknown stage"),
+        (["-m", "video"], "not in the config"),
+        (["--runner", "ray"], "choose default or dask"),
+        (["--address", "tcp://x:1"], "--runner dask"),
+    ):
         outcome = runner.invoke(app, ["run", str(workdir / "pipeline.yaml"), *args])
         assert outcome.exit_code == 2 and message in outcome.output, outcome.output
     edit_config(workdir / "pipeline.yaml", lambda c: c["train"].update(packs=["x"]))
@@ -222,9 +225,13 @@ def test_pack_and_a_no_op_extract_load_no_model(tmp_path, monkeypatch):
         raise ValueError("a model was loaded")
 
     monkeypatch.setattr(Encoder, "load_model", refuse)
-    monkeypatch.setattr(extractors.text, "hf_load",
-                        lambda auto, *a, real=extractors.text.hf_load, **kw: refuse(auto) if auto == "AutoModel"
-                        else real(auto, *a, **kw))
+    monkeypatch.setattr(
+        extractors.text,
+        "hf_load",
+        lambda auto, *a, real=extractors.text.hf_load, **kw: (
+            refuse(auto) if auto == "AutoModel" else real(auto, *a, **kw)
+        ),
+    )
     again = CliRunner().invoke(app, ["extract", *args])
     assert again.exit_code == 0, again.output
     assert len(Catalog(store).latest()) == 3
@@ -234,6 +241,7 @@ def test_pack_and_a_no_op_extract_load_no_model(tmp_path, monkeypatch):
 
 
 # ---- retries and the GPU slot --------------------------------------------------------------------
+
 
 def test_retry_condition_skips_deterministic_errors():
     assert not retry_transient(None, None, Failed(data=DecodeError("a.mp4", "no video stream")))
@@ -255,8 +263,9 @@ def test_chunk_tasks_retry_transient_errors_only(tmp_path, monkeypatch, error, t
         return real(*args, **kwargs)
 
     monkeypatch.setattr(extract_flows, "extract_chunk", flaky)
-    monkeypatch.setattr(extract_flows, "extract_chunk_task",
-                        extract_flows.extract_chunk_task.with_options(retry_delay_seconds=0))
+    monkeypatch.setattr(
+        extract_flows, "extract_chunk_task", extract_flows.extract_chunk_task.with_options(retry_delay_seconds=0)
+    )
     config = ExtractConfig(modalities={"text": {}}, num_workers=0)
     if tries == 1:
         with pytest.raises(DecodeError):
@@ -299,17 +308,25 @@ def test_gpu_slot_holds_a_slot_of_the_limit_on_cuda():
 
 # ---- plain functions ---------------------------------------------------------------------------
 
+
 def test_chunks_cover_each_modality_in_order():
     todo = list(range(7))
-    plan = ExtractionPlan([ModalityPlan("text", "minilm", "f1", todo, 0), ModalityPlan("audio", "logmel", "f2", [], 3)],
-                          key="k")
+    plan = ExtractionPlan(
+        [ModalityPlan("text", "minilm", "f1", todo, 0), ModalityPlan("audio", "logmel", "f2", [], 3)], key="k"
+    )
     chunks = plan.chunks(3)
-    assert [(m.modality, i, part) for m, i, part in chunks] == [("text", 0, [0, 1, 2]), ("text", 1, [3, 4, 5]),
-                                                                ("text", 2, [6])]
-    merged = merge_summaries(plan.modalities[0], [ModalitySummary("text", "minilm", "f1", ok=3, failed=1, seconds=1.0,
-                                                                  shards_written=1, errors=["x: bad"]),
-                                                  ModalitySummary("text", "minilm", "f1", ok=2, seconds=0.5,
-                                                                  shards_written=1)])
+    assert [(m.modality, i, part) for m, i, part in chunks] == [
+        ("text", 0, [0, 1, 2]),
+        ("text", 1, [3, 4, 5]),
+        ("text", 2, [6]),
+    ]
+    merged = merge_summaries(
+        plan.modalities[0],
+        [
+            ModalitySummary("text", "minilm", "f1", ok=3, failed=1, seconds=1.0, shards_written=1, errors=["x: bad"]),
+            ModalitySummary("text", "minilm", "f1", ok=2, seconds=0.5, shards_written=1),
+        ],
+    )
     assert (merged.ok, merged.failed, merged.shards_written, merged.errors) == (5, 1, 2, ["x: bad"])
     assert merged.seconds == 1.5
 
@@ -340,8 +357,9 @@ def test_plan_and_chunks_without_prefect(tmp_path):
     (text,) = plan.modalities
     with pytest.raises(ValueError, match="fingerprint"):
         extract_chunk(text.todo, store, "text", config, "0" * 16)
-    summaries = [extract_chunk(chunk, store, "text", config, text.fingerprint, progress=False)
-                 for _, _, chunk in plan.chunks(2)]
+    summaries = [
+        extract_chunk(chunk, store, "text", config, text.fingerprint, progress=False) for _, _, chunk in plan.chunks(2)
+    ]
     assert [s.ok for s in summaries] == [2, 2, 1]
     again = plan_extraction(manifest, store, config)
     assert again.nothing_to_do() and again.key == plan.key and again.modalities[0].skipped == 5

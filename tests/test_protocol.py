@@ -1,4 +1,5 @@
 """The calibration protocol: method names, the grid, paired intervals, and a tiny run from training to results."""
+
 import csv
 import json
 
@@ -7,8 +8,8 @@ import pytest
 
 import trainers.protocol_eval as protocol_eval
 from pipeline.config import ConfigError
-from tests.pack_helpers import write_pack
 from pipeline.protocol import ProtocolConfig, load_protocol_config
+from tests.pack_helpers import write_pack
 from trainers.model_config import ModelOptions
 from trainers.protocol import parse_method, plan_runs, train_all
 from trainers.protocol_eval import evaluate_runs, paired_bootstrap, robustness, write_results
@@ -26,27 +27,48 @@ def test_method_names():
 
 
 def protocol(tmp_path, **changes) -> ProtocolConfig:
-    base = {"data": {"fsdd": "f", "mnist": "m", "folder": str(tmp_path / "data")}, "out": str(tmp_path / "out"),
-            "train": {"epochs": 1, "batch_size": 8, "hidden": 16, "num_workers": 0, "shuffle_buffer": 16},
-            "augment": {"share": 0.5}, "reliability": {"evidence_hidden": 8},
-            "grid": [{"regimes": ["standard"], "backbones": ["late"],
-                      "methods": ["none+aug", "none+aug+branch", "reliability+aug"], "seeds": [0, 1]}]}
+    base = {
+        "data": {"fsdd": "f", "mnist": "m", "folder": str(tmp_path / "data")},
+        "out": str(tmp_path / "out"),
+        "train": {"epochs": 1, "batch_size": 8, "hidden": 16, "num_workers": 0, "shuffle_buffer": 16},
+        "augment": {"share": 0.5},
+        "reliability": {"evidence_hidden": 8},
+        "grid": [
+            {
+                "regimes": ["standard"],
+                "backbones": ["late"],
+                "methods": ["none+aug", "none+aug+branch", "reliability+aug"],
+                "seeds": [0, 1],
+            }
+        ],
+    }
     return ProtocolConfig.model_validate({**base, **changes})
 
 
 def test_plan_gives_each_method_its_options_and_each_regime_its_pack(tmp_path):
-    config = protocol(tmp_path, grid=[{"regimes": ["standard", "clean"], "backbones": ["late", "conv"],
-                                       "methods": ["none", "reliability+aug+branch"], "seeds": [3]},
-                                      {"regimes": ["clean"], "backbones": ["conv"], "methods": ["none"], "seeds": [3],
-                                       "train": {"epochs": 9}}])
+    config = protocol(
+        tmp_path,
+        grid=[
+            {
+                "regimes": ["standard", "clean"],
+                "backbones": ["late", "conv"],
+                "methods": ["none", "reliability+aug+branch"],
+                "seeds": [3],
+            },
+            {"regimes": ["clean"], "backbones": ["conv"], "methods": ["none"], "seeds": [3], "train": {"epochs": 9}},
+        ],
+    )
     runs = plan_runs(config, {"standard": tmp_path / "s", "clean": tmp_path / "c"})
     assert len(runs) == 8  # the second block's only run is already in the first: planned once
     by_name = {(regime, r.backbone, method): r for regime, method, r in runs}
     plain, full = by_name[("clean", "conv", "none")], by_name[("standard", "late", "reliability+aug+branch")]
     assert plain.pack == tmp_path / "c" and plain.augment is None and plain.branch_unimodal_weight == 0
     assert full.pack == tmp_path / "s" and full.augment.share == 0.5 and full.branch_unimodal_weight == 1.0
-    assert (full.method, full.calibration, full.model_options) == ("calibration", "reliability",
-                                                                   ModelOptions(reliability={"evidence_hidden": 8}))
+    assert (full.method, full.calibration, full.model_options) == (
+        "calibration",
+        "reliability",
+        ModelOptions(reliability={"evidence_hidden": 8}),
+    )
     assert full.out == tmp_path / "out" / "runs" / "standard" / "late-reliability+aug+branch" / "seed-3"
 
 
@@ -54,8 +76,9 @@ def test_preset_paths_are_relative_to_the_preset(tmp_path):
     (tmp_path / "p.yaml").write_text("protocol:\n  data: {fsdd: a, mnist: b, folder: c}\n  out: d\n")
     config = load_protocol_config(tmp_path / "p.yaml")
     assert config.data.fsdd == tmp_path / "a" and config.out == tmp_path / "d"
-    (tmp_path / "bad.yaml").write_text("protocol:\n  data: {fsdd: a, mnist: b, folder: c}\n  out: d\n"
-                                       "  grid: [{methods: [none+magic]}]\n")
+    (tmp_path / "bad.yaml").write_text(
+        "protocol:\n  data: {fsdd: a, mnist: b, folder: c}\n  out: d\n  grid: [{methods: [none+magic]}]\n"
+    )
     with pytest.raises(ConfigError, match="none\\+magic"):
         load_protocol_config(tmp_path / "bad.yaml")
 
@@ -86,9 +109,11 @@ def test_protocol_from_training_to_results(tmp_path, monkeypatch):
     pack = write_pack(tmp_path / "pack", missing_rate=0.0)
     ids = [f"test_{i:05d}" for i in range(12)]
     mods = ["audio", "text", "video"]
-    builds = {"standard": (pack, write_table(tmp_path / "s.csv", ids, lambda i: mods[i % 3] if i % 3 == 0 else "")),
-              "clean": (pack, write_table(tmp_path / "c.csv", ids, lambda i: "")),
-              "perturbed": (pack, write_table(tmp_path / "p.csv", ids, lambda i: mods[i % 3]))}
+    builds = {
+        "standard": (pack, write_table(tmp_path / "s.csv", ids, lambda i: mods[i % 3] if i % 3 == 0 else "")),
+        "clean": (pack, write_table(tmp_path / "c.csv", ids, lambda i: "")),
+        "perturbed": (pack, write_table(tmp_path / "p.csv", ids, lambda i: mods[i % 3])),
+    }
     config = protocol(tmp_path, bootstrap=100)
     runs = plan_runs(config, {"standard": pack, "clean": pack})
     train_all(runs)
@@ -108,8 +133,15 @@ def test_protocol_from_training_to_results(tmp_path, monkeypatch):
     assert "| late | reliability+aug | 2 |" in (config.out / "results.md").read_text()
 
     # the demo's summary: clean samples of the run's own test split, and the perturbed test set
-    entries = [{"out": str(r.out), "backbone": r.backbone, "method": r.method,
-                "calibration": r.calibration if r.method == "calibration" else None} for _, _, r in runs]
+    entries = [
+        {
+            "out": str(r.out),
+            "backbone": r.backbone,
+            "method": r.method,
+            "calibration": r.calibration if r.method == "calibration" else None,
+        }
+        for _, _, r in runs
+    ]
     summary = robustness(entries, builds["standard"][1], pack, builds["perturbed"][1])
     reliability, none = summary["late / calibration (reliability)"], summary["late / none"]
     assert (reliability["runs"], none["runs"]) == (2, 4)  # none+aug and none+aug+branch share the name
@@ -128,9 +160,18 @@ def test_precal_experiment_runs_a_protocol_preset(tmp_path, monkeypatch):
     from pipeline.cli import app
 
     seen = []
-    verdict = {"regime": "standard", "backbone": "late", "method": "reliability+aug", "auroc_pert": 0.9,
-               "baseline": "none+aug", "pert_vs_baseline": {"diff": 5.0}, "clean_vs_baseline": {"diff": 0.0}}
-    monkeypatch.setattr(pipeline.protocol, "run_protocol", lambda config: seen.append(config) or {"verdicts": [verdict]})
+    verdict = {
+        "regime": "standard",
+        "backbone": "late",
+        "method": "reliability+aug",
+        "auroc_pert": 0.9,
+        "baseline": "none+aug",
+        "pert_vs_baseline": {"diff": 5.0},
+        "clean_vs_baseline": {"diff": 0.0},
+    }
+    monkeypatch.setattr(
+        pipeline.protocol, "run_protocol", lambda config: seen.append(config) or {"verdicts": [verdict]}
+    )
     (tmp_path / "p.yaml").write_text("protocol:\n  data: {fsdd: a, mnist: b, folder: c}\n  out: d\n")
     result = CliRunner().invoke(app, ["experiment", str(tmp_path / "p.yaml")])
     assert result.exit_code == 0, result.output

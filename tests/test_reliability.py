@@ -1,11 +1,12 @@
 """The "reliability" calibration variant: identity when attached, scale 1 for missing modalities, cues that
 do not depend on the order of the other modalities, its losses, and the Gaussian evidence for regression."""
+
 import pytest
 import torch
 import torch.nn as nn
 
-from trainers.reliability import ReliabilityCalibration, rank_loss, reliability_cues
 from trainers.models import build_model
+from trainers.reliability import ReliabilityCalibration, rank_loss, reliability_cues
 
 DIMS = {"text": 12, "audio": 5, "video": 20}
 CLASSES = 4

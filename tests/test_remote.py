@@ -34,8 +34,12 @@ def test_server_refuses_unknown_keys(s3):
     client = s3.client()
     client.put_object(Bucket=s3.bucket, Key="signed", Body=b"x")
     stranger = get_session().create_client(
-        "s3", endpoint_url=s3.endpoint, aws_access_key_id="nobody", aws_secret_access_key="wrong",
-        region_name="us-east-1")
+        "s3",
+        endpoint_url=s3.endpoint,
+        aws_access_key_id="nobody",
+        aws_secret_access_key="wrong",
+        region_name="us-east-1",
+    )
     with pytest.raises(ClientError, match="InvalidAccessKeyId"):
         stranger.get_object(Bucket=s3.bucket, Key="signed")
 
@@ -114,13 +118,18 @@ def test_a_manifest_in_a_bucket_names_media_in_the_bucket(s3, tmp_path):
 
     root = URL(s3.new_prefix())
     remote.put(root / "data/clips/a.mp4", b"not really a video")
-    remote.put(root / "data/manifest.csv", b"sample_id,split,label,video,text\n"
-               b"a,train,1,clips/a.mp4,hello\nb,test,2,,only text\n")
+    remote.put(
+        root / "data/manifest.csv",
+        b"sample_id,split,label,video,text\na,train,1,clips/a.mp4,hello\nb,test,2,,only text\n",
+    )
     manifest = read_manifest(str(root / "data/manifest.csv"))
     assert manifest.root == root / "data"
     assert [s.video for s in manifest.samples] == [root / "data/clips/a.mp4", None]
-    remote.put(root / "data/bad.jsonl", b'{"sample_id": "a", "split": "train", "label": 1, "video": "clips/gone.mp4"}\n'
-               b'{"sample_id": "b", "split": "train", "label": 1, "video": "../../elsewhere.mp4"}\n')
+    remote.put(
+        root / "data/bad.jsonl",
+        b'{"sample_id": "a", "split": "train", "label": 1, "video": "clips/gone.mp4"}\n'
+        b'{"sample_id": "b", "split": "train", "label": 1, "video": "../../elsewhere.mp4"}\n',
+    )
     with pytest.raises(ManifestError) as err:
         read_manifest(str(root / "data/bad.jsonl"))
     assert "row 1: video file 'clips/gone.mp4' does not exist" in str(err.value)

@@ -32,8 +32,7 @@ def free_port() -> int:
 
 def isolated_env(home: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    return {**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-            **extra}
+    return {**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", **extra}
 
 
 def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -81,10 +80,14 @@ def wait_for(condition, timeout: float, what: str, *logs: Path):
 def prefect_server(tmp_path):
     """`prefect server start` on a free loopback port with its own PREFECT_HOME; yields (api url, home, log)."""
     home, port, log = tmp_path / "prefect-home", free_port(), tmp_path / "server.log"
-    server = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                   isolated_env(home), log)
+    server = start(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        isolated_env(home),
+        log,
+    )
     api = f"http://127.0.0.1:{port}/api"
     try:
+
         def healthy() -> bool:
             assert server.poll() is None, f"the server exited:\n{log.read_text(errors='replace')[-3000:]}"
             try:
@@ -100,8 +103,12 @@ def prefect_server(tmp_path):
 
 def flow_runs(api: str, deployment: str) -> list:
     with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-        return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
-                                     flow_run_filter=FlowRunFilter(), sort=FlowRunSort.START_TIME_ASC, limit=50)
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+            flow_run_filter=FlowRunFilter(),
+            sort=FlowRunSort.START_TIME_ASC,
+            limit=50,
+        )
 
 
 def test_scheduled_runs_complete_and_the_second_skips_everything(tmp_path, prefect_server):
@@ -110,10 +117,25 @@ def test_scheduled_runs_complete_and_the_second_skips_everything(tmp_path, prefe
     bundled_subset(data, 4)
     config = write_config(data, {"text": {}})
     serve_log = tmp_path / "serve.log"
-    serve = start([sys.executable, "-m", "pipeline.cli", "schedule", str(config), "--interval", "5",
-                   "--stages", "extract,pack", "--name", "every-5s"],
-                  isolated_env(home, PREFECT_API_URL=api, PREFECT_RUNNER_POLL_FREQUENCY="2"), serve_log)
+    serve = start(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "schedule",
+            str(config),
+            "--interval",
+            "5",
+            "--stages",
+            "extract,pack",
+            "--name",
+            "every-5s",
+        ],
+        isolated_env(home, PREFECT_API_URL=api, PREFECT_RUNNER_POLL_FREQUENCY="2"),
+        serve_log,
+    )
     try:
+
         def two_completed():
             assert serve.poll() is None, f"`precal schedule` exited:\n{serve_log.read_text(errors='replace')[-3000:]}"
             runs = flow_runs(api, "every-5s")
@@ -129,7 +151,9 @@ def test_scheduled_runs_complete_and_the_second_skips_everything(tmp_path, prefe
     history = {h["flow_run_id"]: h["stages"] for h in json.loads((data / "out" / "stages.json").read_text())["history"]}
     assert history[str(first.id)] == {"extract": "ran", "pack": "ran"}
     assert history[str(second.id)] == {"extract": "skipped", "pack": "skipped"}
-    artifacts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["precal-stages"]}},
-                                                            "limit": 50, "offset": 0, "sort": "CREATED_DESC"}).json()
+    artifacts = httpx.post(
+        f"{api}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": ["precal-stages"]}}, "limit": 50, "offset": 0, "sort": "CREATED_DESC"},
+    ).json()
     published = {a["flow_run_id"]: json.loads(a["data"]) for a in artifacts}
     assert {row["status"] for row in published[str(second.id)]} == {"skipped"}

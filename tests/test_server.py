@@ -26,8 +26,7 @@ def home(tmp_path, monkeypatch):
 
 
 def precal(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(PRECAL), *args], env=dict(os.environ), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([str(PRECAL), *args], env=dict(os.environ), capture_output=True, text=True, timeout=timeout)
 
 
 def flow_runs(url: str) -> list[tuple[str, str]]:
@@ -53,8 +52,9 @@ def test_extract_reports_to_the_server_precal_started(home, tmp_path):
         assert again.returncode == 0 and json.loads(record_path().read_text())["pid"] == record["pid"]
 
         manifest = split_subset(tmp_path / "data", {"train": 2})
-        extracted = precal("extract", "--manifest", str(manifest), "--store", str(tmp_path / "store"), "-m", "audio",
-                           "--workers", "0")
+        extracted = precal(
+            "extract", "--manifest", str(manifest), "--store", str(tmp_path / "store"), "-m", "audio", "--workers", "0"
+        )
         assert extracted.returncode == 0, extracted.stdout + extracted.stderr
         assert ("precal-extract", "Completed") in flow_runs(record["url"])
         assert not (home / "temporary-server.log").exists()  # no temporary server was started
@@ -68,8 +68,11 @@ def test_extract_reports_to_the_server_precal_started(home, tmp_path):
 
 def test_a_server_that_died_is_named_with_its_pid_and_cleared_by_stop(home):
     # A process whose command line reads like a server, recorded as precal's; it never answers.
-    stand_in = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", "prefect", "server"],
-                                stdin=subprocess.PIPE, start_new_session=True)
+    stand_in = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()", "prefect", "server"],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+    )
     url = "http://127.0.0.1:9/api"  # the discard port: nothing answers there
     home.mkdir()
     record_path().write_text(json.dumps({"url": url, "pid": stand_in.pid, "log": str(home / "precal-server.log")}))

@@ -25,15 +25,30 @@ PACKED = {"path": "store/packed/p1", "pack_id": "p1"}
 
 
 def extraction_report(chunks: int, failed_share: float) -> dict:
-    modality = {"modality": "text", "encoder": "minilm", "ok": 3, "failed": 1, "skipped": 0, "shards_written": 1,
-                "seconds": 0.5, "errors": ["s1: empty text"]}
-    return {"modalities": [modality], "totals": {"ok": 3, "failed": 1}, "chunks": chunks, "key": "k1",
-            "failed_share": failed_share}
+    modality = {
+        "modality": "text",
+        "encoder": "minilm",
+        "ok": 3,
+        "failed": 1,
+        "skipped": 0,
+        "shards_written": 1,
+        "seconds": 0.5,
+        "errors": ["s1: empty text"],
+    }
+    return {
+        "modalities": [modality],
+        "totals": {"ok": 3, "failed": 1},
+        "chunks": chunks,
+        "key": "k1",
+        "failed_share": failed_share,
+    }
 
 
 def test_stage_modules_start_no_prefect():
-    code = ("import sys, pipeline.stages, pipeline.stage_records, pipeline.extract_chunks; "
-            "assert not [m for m in sys.modules if m.split('.')[0] in ('prefect', 'flows')], 'imported'")
+    code = (
+        "import sys, pipeline.stages, pipeline.stage_records, pipeline.extract_chunks; "
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('prefect', 'flows')], 'imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -105,8 +120,17 @@ def test_evaluate_writes_metrics_once_per_key(tmp_path):
     assert metrics_summary(tmp_path) == {}
     experiment, key = experiment_for(TRAIN, tmp_path / PACKED["path"], PACKED["pack_id"], tmp_path)
     experiment.out.mkdir(parents=True)
-    runs = [{"backbone": "late", "method": "none", "calibration": None, "seed": s, "valid": {"accuracy": 0.5 + s / 10},
-             "test": {"accuracy": 0.4 + s / 10}} for s in (0, 1)]
+    runs = [
+        {
+            "backbone": "late",
+            "method": "none",
+            "calibration": None,
+            "seed": s,
+            "valid": {"accuracy": 0.5 + s / 10},
+            "test": {"accuracy": 0.4 + s / 10},
+        }
+        for s in (0, 1)
+    ]
     (experiment.out / "results.json").write_text(json.dumps(runs))
     first, again = evaluate_stage(TRAIN, packed, tmp_path), evaluate_stage(TRAIN, packed, tmp_path)
     assert (first.status, again.status, first.key) == ("ran", "skipped", key)

@@ -53,8 +53,12 @@ def test_catalog_newest_row_wins(tmp_path):
     catalog = Catalog(tmp_path)
     base = {"sample_id": "a", "modality": "text", "encoder": "e", "fingerprint": "f", "content_hash": "h"}
     catalog.append([CatalogRow(**base, status="failed", error="bad")])
-    catalog.append([CatalogRow(**base, status="ok", shard="x.tar", shape=(3, 4)),
-                    CatalogRow(**{**base, "sample_id": "b"}, status="ok")])
+    catalog.append(
+        [
+            CatalogRow(**base, status="ok", shard="x.tar", shape=(3, 4)),
+            CatalogRow(**{**base, "sample_id": "b"}, status="ok"),
+        ]
+    )
     latest = {r["sample_id"]: r for r in catalog.latest()}
     assert latest["a"]["status"] == "ok" and latest["a"]["shape"] == [3, 4] and len(latest) == 2
     assert catalog.compact() == 1
@@ -85,9 +89,18 @@ def add_features(store, manifest, modality, fingerprint, dims, skip=()):
             continue
         array = np.full((i % 3 + 1, dims), i, dtype=np.float16)
         members.append((s.sample_id, {"npy": npy_bytes(array), "json": json_bytes({})}))
-        rows.append({"sample_id": s.sample_id, "modality": modality, "encoder": "toy", "fingerprint": fingerprint,
-                     "content_hash": content_hash(modality, s, files), "status": "ok", "shape": list(array.shape),
-                     "dtype": "float16"})
+        rows.append(
+            {
+                "sample_id": s.sample_id,
+                "modality": modality,
+                "encoder": "toy",
+                "fingerprint": fingerprint,
+                "content_hash": content_hash(modality, s, files),
+                "status": "ok",
+                "shape": list(array.shape),
+                "dtype": "float16",
+            }
+        )
     rel = f"features/{modality}/{fingerprint}/shard-0.tar"
     digest = write_shard(store / rel, members)
     size = (store / rel).stat().st_size
@@ -99,8 +112,16 @@ def toy(tmp_path):
     (tmp_path / "data").mkdir()
     for i in range(9):
         (tmp_path / "data" / f"a{i}.wav").write_bytes(bytes([i]))
-    rows = [{"sample_id": f"s{i}", "split": ["train", "valid", "test"][i % 3], "label": str(i % 2), "text": f"t{i}",
-             "audio": f"a{i}.wav"} for i in range(9)]
+    rows = [
+        {
+            "sample_id": f"s{i}",
+            "split": ["train", "valid", "test"][i % 3],
+            "label": str(i % 2),
+            "text": f"t{i}",
+            "audio": f"a{i}.wav",
+        }
+        for i in range(9)
+    ]
     manifest = read_manifest(write_manifest(rows, tmp_path / "data" / "m.csv"))
     store = tmp_path / "store"
     add_features(store, manifest, "text", "ft", 4)
@@ -140,8 +161,10 @@ def test_verify_names_damaged_and_missing_shards_and_gc(toy):
     text_shard.write_bytes(bytes(data))
     (store / "features/audio/fa/shard-0.tar").unlink()
     report = verify(store)
-    assert report.bad == {"features/text/ft/shard-0.tar": "sha256 mismatch (damaged or modified)",
-                          "features/audio/fa/shard-0.tar": "missing"}
+    assert report.bad == {
+        "features/text/ft/shard-0.tar": "sha256 mismatch (damaged or modified)",
+        "features/audio/fa/shard-0.tar": "missing",
+    }
     assert len(report.samples["features/audio/fa/shard-0.tar"]) == 8
     orphan = store / "features/text/ft/orphan.tar"
     orphan.write_bytes(b"x")
@@ -157,15 +180,25 @@ def test_status_counts(toy):
     Catalog(store).append([CatalogRow("s4", "audio", "toy", "fa", "x", "failed", error="s4.wav: no audio stream")])
     info = status(store)
     assert {(f["modality"], f["ok"], f["failed"]) for f in info["features"]} == {("audio", 8, 1), ("text", 9, 0)}
-    assert info["failed"] == [{"sample_id": "s4", "modality": "audio", "encoder": "toy", "fingerprint": "fa",
-                               "error": "s4.wav: no audio stream"}]
+    assert info["failed"] == [
+        {
+            "sample_id": "s4",
+            "modality": "audio",
+            "encoder": "toy",
+            "fingerprint": "fa",
+            "error": "s4.wav: no audio stream",
+        }
+    ]
 
 
 def test_second_writer_is_refused_with_a_clear_message(tmp_path):
-    code = ("import sys, pathlib; from storage.lock import store_lock\n"
-            "with store_lock(pathlib.Path(sys.argv[1])):\n    print('held', flush=True); sys.stdin.read()")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys, pathlib; from storage.lock import store_lock\n"
+        "with store_lock(pathlib.Path(sys.argv[1])):\n    print('held', flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(StoreLockedError, match=f"pid {holder.pid}"):
@@ -181,8 +214,11 @@ def test_pack_marks_missing_modalities_and_ignores_stale_features(toy):
     manifest, store = toy
     (manifest.root / "a7.wav").write_bytes(b"changed since extraction")
     result = pack(store, manifest, {"text": "ft", "audio": "fa"}, progress=False)
-    samples = {s["__key__"]: s for split in ("train", "valid", "test")
-               for s in wds.WebDataset(str(result.path / f"{split}-000000.tar"), shardshuffle=False).decode()}
+    samples = {
+        s["__key__"]: s
+        for split in ("train", "valid", "test")
+        for s in wds.WebDataset(str(result.path / f"{split}-000000.tar"), shardshuffle=False).decode()
+    }
     assert samples["s4"]["json"]["present"] == {"audio": False, "text": True} and "audio.npy" not in samples["s4"]
     assert samples["s7"]["json"]["present"]["audio"] is False  # its audio changed: the old features are stale
     assert samples["s1"]["audio.npy"].shape == (2, 2) and samples["s1"]["json"]["present"]["audio"] is True

@@ -45,8 +45,19 @@ def test_temporaries_are_recognised_and_left_out_of_packs(tmp_path):
 
 
 def test_catalog_rows_round_trip(tmp_path):
-    row = CatalogRow("s1", "audio", "logmel", "f00", "h1", "ok", shard="features/audio/f00/x.tar", shape=(3, 4),
-                     dtype=DTYPE, shard_sha256="ab", shard_bytes=10)
+    row = CatalogRow(
+        "s1",
+        "audio",
+        "logmel",
+        "f00",
+        "h1",
+        "ok",
+        shard="features/audio/f00/x.tar",
+        shape=(3, 4),
+        dtype=DTYPE,
+        shard_sha256="ab",
+        shard_bytes=10,
+    )
     Catalog(tmp_path).append([row])
     (read,) = Catalog(tmp_path).latest()
     assert read["shape"] == [3, 4] and read["created_at"] is not None
@@ -105,6 +116,7 @@ def test_a_failed_shard_write_leaves_no_rows_and_no_temporaries(tmp_path, monkey
 
 
 # ---- skips and packs by (content hash, encoder fingerprint) --------------------------------------------
+
 
 @pytest.fixture
 def audio_store(tmp_path):
@@ -191,15 +203,18 @@ def test_a_variant_extraction_leaves_the_originals_rows_newest(tmp_path):
     from pipeline.extract import run_extraction
     from pipeline.variants import build_variant, variant_id
 
-    rows = [{"sample_id": f"t{i}", "split": "test", "label": str(i % 2), "text": f"one two three four five {i}"}
-            for i in range(2)]
+    rows = [
+        {"sample_id": f"t{i}", "split": "test", "label": str(i % 2), "text": f"one two three four five {i}"}
+        for i in range(2)
+    ]
     manifest = read_manifest(write_manifest(rows, tmp_path / "m.csv"))
     store = tmp_path / "store"
     config = ExtractConfig(modalities={"text": EncoderChoice()}, num_workers=0)
     run_extraction(manifest, store, config, progress=False)
     before = {r["sample_id"]: r for r in Catalog(store).latest()}
-    record = build_variant(manifest.samples, store, config, "classification", "text-drop", 5, tmp_path / "v",
-                           progress=False)
+    record = build_variant(
+        manifest.samples, store, config, "classification", "text-drop", 5, tmp_path / "v", progress=False
+    )
     after = {r["sample_id"]: r for r in Catalog(store).latest()}
     assert {sid: after[sid] for sid in before} == before
     assert sorted(set(after) - set(before)) == [variant_id("t0", "text-drop-5"), variant_id("t1", "text-drop-5")]

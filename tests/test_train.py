@@ -1,23 +1,23 @@
 """The training loop: outputs, selection on valid, exact resumption after a kill, methods, evaluate()."""
+
 import json
 import shutil
 
 import pytest
 import torch
 
+from storage.packinfo import read_pack
 from tests.pack_helpers import write_pack
 from trainers import steps
+from trainers.batches import BatchSpec, to_device
+from trainers.checkpoints import load_checkpoint, load_model
 from trainers.config import TrainConfig
 from trainers.config_file import ConfigError
-from storage.packinfo import read_pack
-from trainers.batches import BatchSpec, to_device
 from trainers.data import eval_loader
 from trainers.models import per_sample_loss
-from trainers.checkpoints import load_checkpoint, load_model
 from trainers.runtime import Runtime
 from trainers.steps import train_step
 from trainers.train import evaluate, make_model, train
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -28,8 +28,16 @@ def pack(tmp_path_factory):
 
 
 def config(pack, out, **changes) -> TrainConfig:
-    base = {"pack": pack, "out": out, "epochs": 2, "batch_size": 8, "num_workers": 0, "shuffle_buffer": 16,
-            "hidden": 16, "lr": 3e-3}
+    base = {
+        "pack": pack,
+        "out": out,
+        "epochs": 2,
+        "batch_size": 8,
+        "num_workers": 0,
+        "shuffle_buffer": 16,
+        "hidden": 16,
+        "lr": 3e-3,
+    }
     return TrainConfig(**{**base, **changes})
 
 
@@ -58,8 +66,9 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("method,workers,threads", [("calibration", 0, 1), ("ogm_ge", 0, 1), ("calibration", 1, 1),
-                                                    ("calibration", 0, 2)])
+@pytest.mark.parametrize(
+    "method,workers,threads", [("calibration", 0, 1), ("ogm_ge", 0, 1), ("calibration", 1, 1), ("calibration", 0, 2)]
+)
 def test_resume_after_kill_equals_a_straight_run(pack, tmp_path, monkeypatch, method, workers, threads):
     """With workers, the straight run keeps them from epoch to epoch while the resumed one starts them in
     epoch 3: the data and the RNG draws must not depend on that. Exact equality holds for a given thread
@@ -101,15 +110,30 @@ def test_regression_selects_on_lowest_mae(tmp_path):
     pack = write_pack(tmp_path / "reg", task="regression")
     metrics = train(config(pack, tmp_path / "run", epochs=3))
     best = min(metrics["history"], key=lambda h: h["valid_metric"])
-    assert metrics["best_epoch"] == best["epoch"] and metrics["selection"] == {"metric": "mae", "higher_is_better": False}
+    assert metrics["best_epoch"] == best["epoch"] and metrics["selection"] == {
+        "metric": "mae",
+        "higher_is_better": False,
+    }
     assert metrics["valid"]["mae"] == best["valid_metric"] and "acc7" in metrics["test"]
 
 
-@pytest.mark.parametrize("backbone,method,options", [
-    ("mult", "gate", {}), ("conv", "ogm_ge", {}), ("late", "calibration", {"calibration": "aux"})])
+@pytest.mark.parametrize(
+    "backbone,method,options",
+    [("mult", "gate", {}), ("conv", "ogm_ge", {}), ("late", "calibration", {"calibration": "aux"})],
+)
 def test_backbones_and_methods_train(pack, tmp_path, backbone, method, options):
-    metrics = train(config(pack, tmp_path / "run", epochs=1, backbone=backbone, method=method,
-                           modalities=["audio", "video"], max_len={"audio": 4}, **options))
+    metrics = train(
+        config(
+            pack,
+            tmp_path / "run",
+            epochs=1,
+            backbone=backbone,
+            method=method,
+            modalities=["audio", "video"],
+            max_len={"audio": 4},
+            **options,
+        )
+    )
     assert metrics["modalities"] == ["audio", "video"] and metrics["best_epoch"] == 1
 
 
@@ -132,16 +156,22 @@ def test_evaluate_refuses_a_pack_of_another_shape(pack, tmp_path):
         evaluate(tmp_path / "run" / "best.pt", other)
 
 
-@pytest.mark.parametrize("backbone,method,options", [
-    ("conv", "calibration", {"calibration": "reliability", "model_options": {"kernel": 5, "shift": True}}),
-    ("mult", "gate", {"model_options": {"heads": 2}})])
+@pytest.mark.parametrize(
+    "backbone,method,options",
+    [
+        ("conv", "calibration", {"calibration": "reliability", "model_options": {"kernel": 5, "shift": True}}),
+        ("mult", "gate", {"model_options": {"heads": 2}}),
+    ],
+)
 def test_a_checkpoint_alone_rebuilds_its_model(tmp_path, backbone, method, options):
     """Like from_pretrained: the model comes back from best.pt with the pack deleted, and computes the same."""
     pack = write_pack(tmp_path / "pack")
     train(config(pack, tmp_path / "run", epochs=1, backbone=backbone, method=method, **options))
     info = read_pack(pack)
-    batch = to_device(next(iter(eval_loader(info, BatchSpec.for_pack(info, sorted(info.dims)), "test", batch_size=8))),
-                      torch.device("cpu"))
+    batch = to_device(
+        next(iter(eval_loader(info, BatchSpec.for_pack(info, sorted(info.dims)), "test", batch_size=8))),
+        torch.device("cpu"),
+    )
     saved = load_checkpoint(tmp_path / "run" / "best.pt")
     trained = make_model(TrainConfig.model_validate(saved["config"]), info, saved["modalities"])
     trained.load_state_dict(saved["model"])

@@ -1,4 +1,5 @@
 """Train and experiment configs: defaults, validation errors that name the field, YAML/JSON, relative paths."""
+
 import json
 
 import pytest
@@ -19,8 +20,19 @@ def test_defaults_and_yaml_paths_relative_to_the_file(tmp_path):
 
 def test_errors_name_each_bad_field(tmp_path):
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps({"pack": "p", "out": "o", "lr": 0, "backbone": "rnn", "calibration": "magic",
-                                "max_len": {"smell": 3}, "epoch": 3}))
+    path.write_text(
+        json.dumps(
+            {
+                "pack": "p",
+                "out": "o",
+                "lr": 0,
+                "backbone": "rnn",
+                "calibration": "magic",
+                "max_len": {"smell": 3},
+                "epoch": 3,
+            }
+        )
+    )
     with pytest.raises(ConfigError) as err:
         load_train_config(path)
     message = str(err.value)
@@ -39,8 +51,10 @@ def test_missing_and_unparsable_files(tmp_path):
 
 def test_experiment_config(tmp_path):
     path = tmp_path / "exp.yaml"
-    path.write_text("pack: packs/p\nout: results\nbackbones: [late]\nmethods: [none, calibration]\n"
-                    "calibrations: [paper, aux]\nseeds: [0, 1]\ntrain: {epochs: 2, batch_size: 4}\n")
+    path.write_text(
+        "pack: packs/p\nout: results\nbackbones: [late]\nmethods: [none, calibration]\n"
+        "calibrations: [paper, aux]\nseeds: [0, 1]\ntrain: {epochs: 2, batch_size: 4}\n"
+    )
     config = load_experiment_config(path)
     assert config.packs == [tmp_path / "packs/p"] and config.out == tmp_path / "results"
     assert config.train.epochs == 2 and config.seeds == [0, 1]
@@ -56,9 +70,18 @@ def test_train_config_is_plain_data():
 
 
 def test_the_model_part_is_typed():
-    config = validate(TrainConfig, {"pack": "p", "out": "o", "backbone": "conv", "method": "calibration",
-                                    "calibration": "reliability", "hidden": 8,
-                                    "model_options": {"kernel": 5, "reliability": {"scale_loss": "tcp"}}})
+    config = validate(
+        TrainConfig,
+        {
+            "pack": "p",
+            "out": "o",
+            "backbone": "conv",
+            "method": "calibration",
+            "calibration": "reliability",
+            "hidden": 8,
+            "model_options": {"kernel": 5, "reliability": {"scale_loss": "tcp"}},
+        },
+    )
     model = config.architecture
     assert (model.backbone, model.method, model.calibration, model.hidden) == ("conv", "calibration", "reliability", 8)
     assert model.options.kernel == 5 and model.options.reliability.scale_loss == "tcp"

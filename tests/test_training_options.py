@@ -1,16 +1,17 @@
 """Training options every method gets: corruption augmentation, branch losses, selection with a loss tie-break."""
+
 import pytest
 import torch
 
 import trainers.steps as steps
+from storage.packinfo import read_pack
 from tests.pack_helpers import write_pack
 from trainers.augment import corrupt, feature_std, swap_partners
-from trainers.config import Augment, TrainConfig
-from storage.packinfo import read_pack
 from trainers.batches import BatchSpec, to_device
+from trainers.config import Augment, TrainConfig
 from trainers.data import eval_loader
-from trainers.models import per_sample_loss
 from trainers.epochs import is_better
+from trainers.models import per_sample_loss
 from trainers.runtime import Runtime
 from trainers.steps import train_step
 from trainers.train import make_model, train
@@ -30,8 +31,13 @@ def make_batch(n=8, steps=4, seed=0):
     features = {m: torch.randn(n, steps, 3, generator=gen) * mask[m].unsqueeze(-1) for m in MODS}
     present = torch.ones(n, 3, dtype=torch.bool)
     present[0, 1] = present[0, 2] = False  # sample 0 has audio only
-    return {"features": features, "mask": mask, "present": present, "target": torch.arange(n) % 4,
-            "sample_id": [str(i) for i in range(n)]}
+    return {
+        "features": features,
+        "mask": mask,
+        "present": present,
+        "target": torch.arange(n) % 4,
+        "sample_id": [str(i) for i in range(n)],
+    }
 
 
 def changed(batch, corrupted) -> torch.Tensor:
@@ -60,8 +66,12 @@ def test_noise_is_scaled_by_the_std_and_spares_padding_and_absent_modalities():
     out = corrupt(batch, Augment(share=1.0, kinds=["noise"], noise_levels=[2.0]), std, MODS)
     diff = changed(batch, out)
     assert (diff.sum(1)[1:] == 1).all() and not (diff & ~batch["present"]).any()
-    noise = torch.cat([(out["features"][m] - batch["features"][m])[diff[:, j]][batch["mask"][m][diff[:, j]]]
-                       for j, m in enumerate(MODS)])
+    noise = torch.cat(
+        [
+            (out["features"][m] - batch["features"][m])[diff[:, j]][batch["mask"][m][diff[:, j]]]
+            for j, m in enumerate(MODS)
+        ]
+    )
     assert torch.allclose(noise.std(0), 2 * std["audio"], rtol=0.2)
     for m in MODS:
         padding = ~batch["mask"][m]
@@ -90,8 +100,16 @@ def test_feature_std_counts_only_real_steps_of_present_modalities():
 
 
 def config(pack, out, **changes) -> TrainConfig:
-    base = {"pack": pack, "out": out, "epochs": 1, "batch_size": 8, "num_workers": 0, "shuffle_buffer": 16,
-            "hidden": 16, "lr": 3e-3}
+    base = {
+        "pack": pack,
+        "out": out,
+        "epochs": 1,
+        "batch_size": 8,
+        "num_workers": 0,
+        "shuffle_buffer": 16,
+        "hidden": 16,
+        "lr": 3e-3,
+    }
     return TrainConfig(**{**base, **changes})
 
 
@@ -112,14 +130,22 @@ def test_branch_unimodal_loss_is_added_for_any_method(pack, tmp_path):
     run = config(pack, tmp_path / "run", dropout=0.0, branch_unimodal_weight=0.5)
     info = read_pack(pack)
     model = make_model(run, info, sorted(info.dims))
-    batch = to_device(next(iter(eval_loader(info, BatchSpec.for_pack(info, sorted(info.dims)), "train", batch_size=8))),
-                      torch.device("cpu"))
+    batch = to_device(
+        next(iter(eval_loader(info, BatchSpec.for_pack(info, sorted(info.dims)), "train", batch_size=8))),
+        torch.device("cpu"),
+    )
     output = model(batch)
     branches = torch.stack([per_sample_loss(output.unimodal_logits[m], batch["target"]) for m in MODS], 1)
     present = batch["present"].float()
     expected = per_sample_loss(output.logits, batch["target"]).mean() + 0.5 * (branches * present).sum() / present.sum()
-    loss = train_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.0), run,
-                      Runtime(0, 1, torch.device("cpu"), False), amp=False)
+    loss = train_step(
+        model,
+        batch,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        run,
+        Runtime(0, 1, torch.device("cpu"), False),
+        amp=False,
+    )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -133,14 +159,32 @@ def test_selection_breaks_accuracy_ties_by_valid_loss():
 
 
 def test_reliability_trains_with_augmentation_and_branch_losses(pack, tmp_path):
-    metrics = train(config(pack, tmp_path / "run", epochs=2, backbone="conv", method="calibration",
-                           calibration="reliability", augment={}, branch_unimodal_weight=1.0,
-                           model_options={"reliability": {"scale_loss": "tcp", "evidence_hidden": 8}}))
+    metrics = train(
+        config(
+            pack,
+            tmp_path / "run",
+            epochs=2,
+            backbone="conv",
+            method="calibration",
+            calibration="reliability",
+            augment={},
+            branch_unimodal_weight=1.0,
+            model_options={"reliability": {"scale_loss": "tcp", "evidence_hidden": 8}},
+        )
+    )
     assert metrics["best_epoch"] in (1, 2) and metrics["test"]["accuracy"] >= 0
 
 
 def test_reliability_and_augmentation_train_on_a_regression_pack(tmp_path):
     pack = write_pack(tmp_path / "regression", task="regression")
-    metrics = train(config(pack, tmp_path / "run", method="calibration", calibration="reliability",
-                           augment={}, branch_unimodal_weight=0.5))
+    metrics = train(
+        config(
+            pack,
+            tmp_path / "run",
+            method="calibration",
+            calibration="reliability",
+            augment={},
+            branch_unimodal_weight=0.5,
+        )
+    )
     assert metrics["selection"]["metric"] == "mae" and metrics["test"]["mae"] > 0

@@ -9,6 +9,7 @@ The label stays the sample's own, so the model learns to fuse around a modality 
 modalities are corrupted. The draws use torch's global generator, which the training loop reseeds every
 epoch, so a resumed run corrupts exactly as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,7 +33,7 @@ def feature_std(batches, modalities: list[str]) -> dict[str, Tensor]:
     for m, (count, first, second) in total.items():
         count = max(float(count), 1.0)
         mean = first / count
-        std[m] = (second / count - mean ** 2).clamp_min(0).sqrt()
+        std[m] = (second / count - mean**2).clamp_min(0).sqrt()
     return std
 
 

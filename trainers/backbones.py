@@ -13,6 +13,7 @@ on the pooled vector, the others on the real steps just before their first layer
 normalisation: a LayerNorm on X'_m would undo the calibration's instance scale (normalise the features in
 the data pipeline instead).
 """
+
 import math
 
 import torch
@@ -40,13 +41,19 @@ class Backbone(nn.Module):
         self.branches = nn.ModuleDict()
         self.head = mlp(len(dims) * hidden, hidden, num_outputs, dropout)
 
-    def encode_sequences(self, seqs: dict[str, tuple[Tensor, Tensor]],
-                         calibrated: Calibrated | None) -> dict[str, Tensor]:
+    def encode_sequences(
+        self, seqs: dict[str, tuple[Tensor, Tensor]], calibrated: Calibrated | None
+    ) -> dict[str, Tensor]:
         """{m: (x [B, T, D_m], real [B, T])} -> {m: [B, hidden]}."""
         raise NotImplementedError
 
-    def encode(self, features: dict[str, Tensor], mask: dict[str, Tensor] | None, present: Tensor,
-               calibrated: Calibrated | None = None) -> dict[str, Tensor]:
+    def encode(
+        self,
+        features: dict[str, Tensor],
+        mask: dict[str, Tensor] | None,
+        present: Tensor,
+        calibrated: Calibrated | None = None,
+    ) -> dict[str, Tensor]:
         if calibrated is None:
             seqs = real_steps(features, mask, present, self.modalities)
         else:  # the calibration has just made the same
@@ -171,8 +178,10 @@ class MulTFusion(Backbone):
 
     def encode_sequences(self, seqs, calibrated):
         # Padded steps are never attended to nor pooled, so scaling them too changes nothing.
-        embedded = {m: self.branches[m].embed(x if calibrated is None else calibrated.apply(m, x, real))
-                    for m, (x, real) in seqs.items()}
+        embedded = {
+            m: self.branches[m].embed(x if calibrated is None else calibrated.apply(m, x, real))
+            for m, (x, real) in seqs.items()
+        }
         vectors = {}
         for m, (_, valid) in seqs.items():
             h = embedded[m]

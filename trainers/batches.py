@@ -8,6 +8,7 @@ only reads each modality's mean over its real steps (late fusion), `BatchSpec.po
 average each sample's steps (in float32) instead: a batch is then [B, 1, D_m] per modality, a fraction
 of the padded sequences to pass between processes.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,11 +45,12 @@ class BatchSpec:
     dims: dict[str, int]
     task: str
     max_len: dict[str, int] = field(default_factory=dict)
-    pooled: bool = False    # each sample's features averaged over its steps: [B, 1, D_m] float32 batches
+    pooled: bool = False  # each sample's features averaged over its steps: [B, 1, D_m] float32 batches
 
     @classmethod
-    def for_pack(cls, info: PackInfo, modalities: list[str], max_len: dict[str, int] | None = None,
-                 pooled: bool = False) -> BatchSpec:
+    def for_pack(
+        cls, info: PackInfo, modalities: list[str], max_len: dict[str, int] | None = None, pooled: bool = False
+    ) -> BatchSpec:
         return cls(modalities, {m: info.dims[m] for m in modalities}, info.task, dict(max_len or {}), pooled)
 
     def decode(self, raw: dict) -> dict:
@@ -89,8 +91,13 @@ class BatchSpec:
         present = torch.tensor([[m in s["features"] for m in self.modalities] for s in samples], dtype=torch.bool)
         dtype = torch.long if self.task == "classification" else torch.float32
         target = torch.tensor([s["target"] for s in samples], dtype=dtype)
-        return {"features": features, "mask": mask, "present": present, "target": target,
-                "sample_id": [s["sample_id"] for s in samples]}
+        return {
+            "features": features,
+            "mask": mask,
+            "present": present,
+            "target": target,
+            "sample_id": [s["sample_id"] for s in samples],
+        }
 
     @staticmethod
     def pad(arrays: list[np.ndarray | None], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,8 +126,14 @@ class BatchSpec:
 
 def to_device(batch: dict, device: torch.device) -> dict:
     """The batch on `device`, features as float32 (the model's dtype)."""
+
     def move(t):
         return t.to(device, non_blocking=True)
-    return {"features": {m: move(x).float() for m, x in batch["features"].items()},
-            "mask": {m: move(x) for m, x in batch["mask"].items()},
-            "present": move(batch["present"]), "target": move(batch["target"]), "sample_id": batch["sample_id"]}
+
+    return {
+        "features": {m: move(x).float() for m, x in batch["features"].items()},
+        "mask": {m: move(x) for m, x in batch["mask"].items()},
+        "present": move(batch["present"]),
+        "target": move(batch["target"]),
+        "sample_id": batch["sample_id"],
+    }

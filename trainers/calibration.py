@@ -24,6 +24,7 @@ The scale and shift are constant over time, so the module does not write X'_m: i
 applies them where it is cheapest (late fusion on the pooled vector, mean(X'_m) = mean(X_m) * scale + shift,
 from the mean the summary already took). `Calibrated.features` gives X'_m itself, computed on first use.
 """
+
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -50,8 +51,9 @@ def as_sequence(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     return x, mask
 
 
-def real_steps(features: dict[str, Tensor], mask: dict[str, Tensor] | None, present: Tensor | None,
-               modalities: list[str]) -> dict[str, tuple[Tensor, Tensor]]:
+def real_steps(
+    features: dict[str, Tensor], mask: dict[str, Tensor] | None, present: Tensor | None, modalities: list[str]
+) -> dict[str, tuple[Tensor, Tensor]]:
     """{m: (x [B, T, D_m], real [B, T])}: a step is real where its mask is True and its modality present
     (no `present`: every modality is)."""
     if present is None:
@@ -67,12 +69,12 @@ def real_steps(features: dict[str, Tensor], mask: dict[str, Tensor] | None, pres
 def dimension_scales(module: nn.Module, out: Tensor, instance: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
     """From the per-modality codes `out` [B, M, 1 + H (+ H)] and the instance scales [B, M]: the dimension
     scale, the whole scale and the shift, each [B, sum D_m]; each feature dim takes its group's code."""
-    code = out[..., 1:1 + module.width].flatten(1).index_select(1, module.unit)
+    code = out[..., 1 : 1 + module.width].flatten(1).index_select(1, module.unit)
     dimension = 2 * torch.sigmoid(module.write * code)
     scale = instance.index_select(1, module.owner) * dimension
     shift = None
     if module.shift:
-        shift = module.shift_write * out[..., 1 + module.width:].flatten(1).index_select(1, module.unit)
+        shift = module.shift_write * out[..., 1 + module.width :].flatten(1).index_select(1, module.unit)
     return dimension, scale, shift
 
 
@@ -85,13 +87,14 @@ def group_units(sizes: list[int], width: int) -> Tensor:
 class Calibrated:
     """The module's output. Per-dim tensors are kept side by side ([B, sum D_m], sorted modalities) and split
     per modality on access, so that a backbone pays only for what it reads."""
-    sizes: dict[str, int]                   # {m: D_m}, in the side-by-side order
-    instance: Tensor                        # [B, M] g_m; 1 where a modality has no real step (missing)
-    dimension: Tensor                       # [B, sum D_m] r_m; 1 likewise
-    scale_all: Tensor                       # [B, sum D_m] g_m * r_m
-    shift_all: Tensor | None                # [B, sum D_m]; 0 likewise; None when the module has no shift
-    mean_all: Tensor                        # [B, sum D_m] each input's mean over its real steps (0 if none)
-    aux_logits: dict[str, Tensor] | None    # "aux" variant: {m: [B, num_outputs]} from the summaries
+
+    sizes: dict[str, int]  # {m: D_m}, in the side-by-side order
+    instance: Tensor  # [B, M] g_m; 1 where a modality has no real step (missing)
+    dimension: Tensor  # [B, sum D_m] r_m; 1 likewise
+    scale_all: Tensor  # [B, sum D_m] g_m * r_m
+    shift_all: Tensor | None  # [B, sum D_m]; 0 likewise; None when the module has no shift
+    mean_all: Tensor  # [B, sum D_m] each input's mean over its real steps (0 if none)
+    aux_logits: dict[str, Tensor] | None  # "aux" variant: {m: [B, num_outputs]} from the summaries
     inputs: dict[str, tuple[Tensor, Tensor, torch.Size]]  # {m: (x [B, T, D_m], real [B, T], shape as given)}
     # "reliability" variant: each modality's evidence [B, M, C] (regression: [B, M, 2], mean and log-variance),
     # the instance scale's logits a [B, M] (g = 2 sigmoid(a)) and which modalities took part [B, M].
@@ -131,19 +134,30 @@ class Calibrated:
     @cached_property
     def features(self) -> dict[str, Tensor]:
         """X'_m with the shapes of the input: padded steps and missing modalities exactly as they came."""
-        return {m: torch.where(real.unsqueeze(-1), self.apply(m, x, real), x).reshape(shape)
-                for m, (x, real, shape) in self.inputs.items()}
+        return {
+            m: torch.where(real.unsqueeze(-1), self.apply(m, x, real), x).reshape(shape)
+            for m, (x, real, shape) in self.inputs.items()
+        }
 
 
 class ContextualCalibration(nn.Module):
-    def __init__(self, dims: dict[str, int], width: int = 16, cue_hidden: int = 16, shift: bool = False,
-                 variant: str = "paper", num_outputs: int | None = None):
+    def __init__(
+        self,
+        dims: dict[str, int],
+        width: int = 16,
+        cue_hidden: int = 16,
+        shift: bool = False,
+        variant: str = "paper",
+        num_outputs: int | None = None,
+    ):
         super().__init__()
         if len(dims) < 2:
             raise ValueError(f"calibration needs at least two modalities, got {sorted(dims)}")
         if variant not in ("paper", "aux"):
-            raise ValueError(f"ContextualCalibration has the variants 'paper' and 'aux', not {variant!r}"
-                             " ('reliability' is ReliabilityCalibration)")
+            raise ValueError(
+                f"ContextualCalibration has the variants 'paper' and 'aux', not {variant!r}"
+                " ('reliability' is ReliabilityCalibration)"
+            )
         if variant == "aux" and num_outputs is None:
             raise ValueError("the 'aux' calibration variant needs num_outputs for its unimodal heads")
         self.modalities = sorted(dims)
@@ -155,8 +169,7 @@ class ContextualCalibration(nn.Module):
         # one op for all of them. Each dim's summary unit (modality i's H contiguous groups are units
         # i*H .. i*H + H-1) and its modality:
         self.register_buffer("unit", group_units(sizes, width), persistent=False)
-        self.register_buffer("owner", torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes)),
-                             persistent=False)
+        self.register_buffer("owner", torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes)), persistent=False)
         self.register_buffer("not_self", ~torch.eye(len(sizes), dtype=torch.bool), persistent=False)
         self.read = nn.Parameter(torch.cat([self._read_init(d) for d in sizes]))
         self.norm = nn.GroupNorm(len(sizes), len(sizes) * width)  # one group per modality: its own LayerNorm
@@ -178,8 +191,13 @@ class ContextualCalibration(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Checkpoints written before the side-by-side layout hold one tensor per modality: join them."""
-        for name, per_modality in (("read", "read.{}"), ("write", "write.{}"), ("shift_write", "shift_write.{}"),
-                                   ("norm.weight", "norm.{}.weight"), ("norm.bias", "norm.{}.bias")):
+        for name, per_modality in (
+            ("read", "read.{}"),
+            ("write", "write.{}"),
+            ("shift_write", "shift_write.{}"),
+            ("norm.weight", "norm.{}.weight"),
+            ("norm.bias", "norm.{}.bias"),
+        ):
             old = [prefix + per_modality.format(m) for m in self.modalities]
             if all(key in state_dict for key in old):
                 state_dict[prefix + name] = torch.cat([state_dict.pop(key) for key in old])
@@ -191,8 +209,9 @@ class ContextualCalibration(nn.Module):
         grouped = s.new_zeros(s.shape[0], len(self.modalities) * self.width).index_add_(1, self.unit, s)
         return self.norm(grouped).view(s.shape[0], len(self.modalities), self.width)
 
-    def forward(self, features: dict[str, Tensor], mask: dict[str, Tensor] | None = None,
-                present: Tensor | None = None) -> Calibrated:
+    def forward(
+        self, features: dict[str, Tensor], mask: dict[str, Tensor] | None = None, present: Tensor | None = None
+    ) -> Calibrated:
         mods = self.modalities
         seqs = real_steps(features, mask, present, mods)
         mean = torch.cat([masked_mean(x, real) for x, real in seqs.values()], 1)  # [B, sum D_m]

@@ -3,6 +3,7 @@ to rebuild their model (`load_model`, like transformers' `from_pretrained`): eac
 model config (backbone, method, calibration variant and settings), the feature width per modality, the
 classes and the task, beside the training config and the pack id it was trained on.
 """
+
 from __future__ import annotations
 
 import io
@@ -63,8 +64,11 @@ def checkpoint_path(out: Path, epoch: int) -> Path:
 
 def checkpoints(out: Path) -> list[Path]:
     """The epoch checkpoints, newest first, by epoch number (not by name: epoch-1000 sorts before epoch-999)."""
-    found = [(int(match[1]), p) for p in (out / "checkpoints").glob("epoch-*.pt")
-             if (match := CHECKPOINT_NAME.fullmatch(p.name))]
+    found = [
+        (int(match[1]), p)
+        for p in (out / "checkpoints").glob("epoch-*.pt")
+        if (match := CHECKPOINT_NAME.fullmatch(p.name))
+    ]
     return [p for _, p in sorted(found, reverse=True)]
 
 
@@ -86,24 +90,34 @@ def load_latest_checkpoint(out: Path) -> dict | None:
 
 def check_resumable(saved: dict, config: TrainConfig, pack_id: str) -> None:
     if saved["pack_id"] != pack_id:
-        raise ConfigError(f"{config.out} holds a run on pack {saved['pack_id']}, not {pack_id}; "
-                          "use another out directory")
+        raise ConfigError(
+            f"{config.out} holds a run on pack {saved['pack_id']}, not {pack_id}; use another out directory"
+        )
     now = config.model_dump(mode="json")
     before = TrainConfig.model_validate(saved["config"]).model_dump(mode="json")  # with today's defaults filled in
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and before.get(k) != now[k])
     if changed:
         details = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
-        raise ConfigError(f"{config.out} holds checkpoints of a different run ({details}); "
-                          "use another out directory or the same settings")
+        raise ConfigError(
+            f"{config.out} holds checkpoints of a different run ({details}); "
+            "use another out directory or the same settings"
+        )
 
 
 def model_record(model: FusionModel, config: TrainConfig, info: PackInfo, modalities: list[str]) -> dict:
     """What rebuilds the model without the pack (load_model): weights, model config, the pack's shape; and
     the training config and pack id, for resuming and for evaluation on the pack."""
-    return {"model": model.state_dict(), "model_config": config.architecture.model_dump(mode="json"),
-            "dims": {m: info.dims[m] for m in modalities}, "num_outputs": info.num_outputs, "task": info.task,
-            "classes": info.classes, "modalities": modalities, "config": config.model_dump(mode="json"),
-            "pack_id": info.pack_id}
+    return {
+        "model": model.state_dict(),
+        "model_config": config.architecture.model_dump(mode="json"),
+        "dims": {m: info.dims[m] for m in modalities},
+        "num_outputs": info.num_outputs,
+        "task": info.task,
+        "classes": info.classes,
+        "modalities": modalities,
+        "config": config.model_dump(mode="json"),
+        "pack_id": info.pack_id,
+    }
 
 
 def model_from_record(saved: dict) -> FusionModel:

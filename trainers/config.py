@@ -4,6 +4,7 @@ Relative paths in a config file are taken from the file's folder, so a config ke
 works from any working directory. The model part is typed (trainers/model_config.py): `backbone`, `method`,
 `calibration`, `hidden`, `dropout` and `model_options` make up `TrainConfig.architecture`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -67,13 +68,13 @@ class TrainOptions(BaseModel):
     weight_decay: float = Field(1e-2, ge=0.0)
     num_workers: int = Field(2, ge=0)
     shuffle_buffer: int = Field(1000, ge=1)
-    max_len: dict[str, int] = Field(default_factory=dict)   # per modality: keep at most this many steps
-    modalities: list[str] | None = None                      # None: every modality in the pack
-    amp: Literal["auto", "bf16", "off"] = "auto"             # auto: bf16 autocast on CUDA only
-    device: str = "auto"                                     # auto: cuda (this rank's GPU) if available
+    max_len: dict[str, int] = Field(default_factory=dict)  # per modality: keep at most this many steps
+    modalities: list[str] | None = None  # None: every modality in the pack
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA only
+    device: str = "auto"  # auto: cuda (this rank's GPU) if available
     ogm_alpha: float = Field(0.5, ge=0.0)
-    augment: Augment | None = None                           # corruption augmentation, for any method
-    branch_unimodal_weight: float = Field(0.0, ge=0.0)      # loss on each branch's own logits, for any method
+    augment: Augment | None = None  # corruption augmentation, for any method
+    branch_unimodal_weight: float = Field(0.0, ge=0.0)  # loss on each branch's own logits, for any method
     model_options: ModelOptions = Field(default_factory=ModelOptions)
 
     @field_validator("modalities")
@@ -92,11 +93,11 @@ class TrainOptions(BaseModel):
 
 
 class TrainConfig(TrainOptions):
-    pack: Path | str             # a pack folder, or its URL in a bucket (s3://bucket/store/packed/<id>)
+    pack: Path | str  # a pack folder, or its URL in a bucket (s3://bucket/store/packed/<id>)
     out: Path
     backbone: Backbone = "late"
     method: Method = "none"
-    calibration: str = "paper"   # variant of the calibration module; used when method == "calibration"
+    calibration: str = "paper"  # variant of the calibration module; used when method == "calibration"
     seed: int = 0
     shard_cache: Path | None = None  # a pack in a bucket is copied here once (checked) and read locally
 
@@ -113,8 +114,14 @@ class TrainConfig(TrainOptions):
     @property
     def architecture(self) -> ModelConfig:
         """The model part of this config."""
-        return ModelConfig(backbone=self.backbone, method=self.method, calibration=self.calibration,
-                           hidden=self.hidden, dropout=self.dropout, options=self.model_options)
+        return ModelConfig(
+            backbone=self.backbone,
+            method=self.method,
+            calibration=self.calibration,
+            hidden=self.hidden,
+            dropout=self.dropout,
+            options=self.model_options,
+        )
 
 
 class ExperimentConfig(BaseModel):
@@ -164,13 +171,19 @@ def load_train_config(path: Path | str) -> TrainConfig:
     path = Path(path)
     config = validate(TrainConfig, load_file(path), str(path))
     base = path.resolve().parent
-    return config.model_copy(update={"pack": relative_to(base, config.pack), "out": relative_to(base, config.out),
-                                     "shard_cache": config.shard_cache and relative_to(base, config.shard_cache)})
+    return config.model_copy(
+        update={
+            "pack": relative_to(base, config.pack),
+            "out": relative_to(base, config.out),
+            "shard_cache": config.shard_cache and relative_to(base, config.shard_cache),
+        }
+    )
 
 
 def load_experiment_config(path: Path | str) -> ExperimentConfig:
     path = Path(path)
     config = validate(ExperimentConfig, load_file(path), str(path))
     base = path.resolve().parent
-    return config.model_copy(update={"packs": [relative_to(base, p) for p in config.packs],
-                                     "out": relative_to(base, config.out)})
+    return config.model_copy(
+        update={"packs": [relative_to(base, p) for p in config.packs], "out": relative_to(base, config.out)}
+    )

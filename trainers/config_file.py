@@ -1,5 +1,6 @@
 """Config files (YAML or JSON) read into validated pydantic models; every problem is a ConfigError that
 names the file and, per problem, the field by its dotted path."""
+
 from __future__ import annotations
 
 import json

@@ -15,6 +15,7 @@ exactly. It is webdataset's `resampled=True` + `with_epoch(n)` recipe with passe
 replacement, which would leave a pack of few shards partly unseen each epoch. The DataLoader workers
 persist from epoch to epoch (TrainLoader) and read the epoch number from shared memory when it starts.
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,9 +48,10 @@ class Packed(NamedTuple):
     (multiprocessing's resource sharer): half a millisecond of the training process's time per tensor.
     So a batch goes as one buffer, and a small one (pooled features) as plain bytes through the pipe,
     which costs the receiver less than that one hand-over."""
-    buffer: torch.Tensor | bytes        # uint8 tensor (shared memory) or bytes (up to INLINE_BYTES)
-    layout: list[tuple]                 # (where in the batch, dtype, shape, byte offset) per tensor
-    rest: dict                          # the rest of the batch (sample ids)
+
+    buffer: torch.Tensor | bytes  # uint8 tensor (shared memory) or bytes (up to INLINE_BYTES)
+    layout: list[tuple]  # (where in the batch, dtype, shape, byte offset) per tensor
+    rest: dict  # the rest of the batch (sample ids)
 
 
 def pack_batch(batch: dict) -> Packed:
@@ -62,7 +64,7 @@ def pack_batch(batch: dict) -> Packed:
         size += x.numel() * x.element_size()
     buffer = torch.empty(size, dtype=torch.uint8)
     for (_, x), (_, dtype, _, start) in zip(tensors, layout):
-        buffer[start:start + x.numel() * x.element_size()].view(dtype).copy_(x.reshape(-1))
+        buffer[start : start + x.numel() * x.element_size()].view(dtype).copy_(x.reshape(-1))
     rest = {k: v for k, v in batch.items() if not isinstance(v, (torch.Tensor, dict))}
     return Packed(buffer.numpy().tobytes() if size <= INLINE_BYTES else buffer, layout, rest)
 
@@ -73,7 +75,7 @@ def unpack_batch(packed: Packed) -> dict:
         buffer = torch.frombuffer(bytearray(buffer), dtype=torch.uint8)
     batch = dict(packed.rest)
     for where, dtype, shape, start in packed.layout:
-        x = buffer[start:start + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
+        x = buffer[start : start + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
         if len(where) == 1:
             batch[where[0]] = x
         else:
@@ -114,8 +116,18 @@ def _samples_in(url: str, version: tuple) -> int:
 class TrainStream(IterableDataset):
     """One rank's `batches` full shuffled batches for one epoch (see the module docstring)."""
 
-    def __init__(self, urls: list[str], spec: BatchSpec, *, batches: int, batch_size: int, shuffle_buffer: int,
-                 seed: int, epoch: int, rank: int = 0):
+    def __init__(
+        self,
+        urls: list[str],
+        spec: BatchSpec,
+        *,
+        batches: int,
+        batch_size: int,
+        shuffle_buffer: int,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+    ):
         super().__init__()
         self.urls, self.sizes = list(urls), shard_sizes(tuple(urls))
         self.spec, self.batches, self.batch_size, self.shuffle_buffer = spec, batches, batch_size, shuffle_buffer
@@ -191,8 +203,10 @@ def check_count(info: PackInfo, split: str) -> None:
     shorter one) would otherwise be read as a smaller split, and train and evaluate on it without a word."""
     held = sum(shard_sizes(tuple(info.urls(split))))
     if held != info.count(split):
-        raise DamagedPack(f"pack {info.path}: pack.json counts {info.count(split)} {split} samples, its shards "
-                         f"hold {held}; the pack is damaged (`precal pack` rebuilds it)")
+        raise DamagedPack(
+            f"pack {info.path}: pack.json counts {info.count(split)} {split} samples, its shards "
+            f"hold {held}; the pack is damaged (`precal pack` rebuilds it)"
+        )
 
 
 def batches_per_epoch(count: int, world_size: int, batch_size: int) -> int:
@@ -224,9 +238,16 @@ class EpochLoader(Batches):
 def _loader(dataset: IterableDataset, num_workers: int, pin_memory: bool, persistent: bool = False) -> DataLoader:
     # Its own generator: the seed DataLoader draws for its workers must not consume the global RNG, or a
     # resumed run (which starts its workers in a later epoch) would train on other dropout draws.
-    return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                      prefetch_factor=4 if num_workers else None, persistent_workers=persistent and num_workers > 0,
-                      generator=torch.Generator(), multiprocessing_context=worker_context() if num_workers else None)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=persistent and num_workers > 0,
+        generator=torch.Generator(),
+        multiprocessing_context=worker_context() if num_workers else None,
+    )
 
 
 @functools.cache
@@ -247,16 +268,35 @@ class TrainLoader:
     """Training batches, epoch after epoch, from one DataLoader whose workers persist: starting them costs
     more than a short epoch's loading. The epochs are exactly those of `train_loader`."""
 
-    def __init__(self, info: PackInfo, spec: BatchSpec, *, batch_size: int, shuffle_buffer: int, seed: int,
-                 rank: int = 0, world_size: int = 1, num_workers: int = 0, pin_memory: bool = False,
-                 persistent: bool = True):
+    def __init__(
+        self,
+        info: PackInfo,
+        spec: BatchSpec,
+        *,
+        batch_size: int,
+        shuffle_buffer: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent: bool = True,
+    ):
         count = info.count("train")
         if not count:
             raise ValueError(f"pack {info.path} has no training samples")
         check_count(info, "train")
         self.length = batches_per_epoch(count, world_size, batch_size)
-        self.stream = TrainStream(info.urls("train"), spec, batches=self.length, batch_size=batch_size,
-                                  shuffle_buffer=shuffle_buffer, seed=seed, epoch=0, rank=rank)
+        self.stream = TrainStream(
+            info.urls("train"),
+            spec,
+            batches=self.length,
+            batch_size=batch_size,
+            shuffle_buffer=shuffle_buffer,
+            seed=seed,
+            epoch=0,
+            rank=rank,
+        )
         self.loader = _loader(self.stream, num_workers, pin_memory, persistent)
 
     def epoch(self, epoch: int) -> EpochLoader:
@@ -265,23 +305,51 @@ class TrainLoader:
         return EpochLoader(self.loader, self.length)
 
 
-def train_loader(info: PackInfo, spec: BatchSpec, *, batch_size: int, shuffle_buffer: int, seed: int,
-                 epoch: int, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                 pin_memory: bool = False) -> EpochLoader:
+def train_loader(
+    info: PackInfo,
+    spec: BatchSpec,
+    *,
+    batch_size: int,
+    shuffle_buffer: int,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> EpochLoader:
     """One epoch's batches, with workers of its own."""
-    return TrainLoader(info, spec, batch_size=batch_size, shuffle_buffer=shuffle_buffer, seed=seed, rank=rank,
-                       world_size=world_size, num_workers=num_workers, pin_memory=pin_memory,
-                       persistent=False).epoch(epoch)
+    return TrainLoader(
+        info,
+        spec,
+        batch_size=batch_size,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent=False,
+    ).epoch(epoch)
 
 
-def eval_loader(info: PackInfo, spec: BatchSpec, split: str, *, batch_size: int, num_workers: int = 0,
-                pin_memory: bool = False, persistent: bool = False) -> Batches:
+def eval_loader(
+    info: PackInfo,
+    spec: BatchSpec,
+    split: str,
+    *,
+    batch_size: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    persistent: bool = False,
+) -> Batches:
     """persistent: keep the workers for the next pass (a validation split read every epoch)."""
     if not info.count(split):
         raise ValueError(f"pack {info.path} has no {split!r} samples")
     check_count(info, split)
-    return Batches(_loader(EvalStream(info.urls(split), spec, batch_size=batch_size), num_workers, pin_memory,
-                           persistent))
+    return Batches(
+        _loader(EvalStream(info.urls(split), spec, batch_size=batch_size), num_workers, pin_memory, persistent)
+    )
 
 
 class InMemorySplit:
@@ -296,18 +364,27 @@ class InMemorySplit:
     def __len__(self) -> int:
         return len(self.data["sample_id"])
 
-    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                drop_last: bool = False) -> Iterator[dict]:
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)) if shuffle \
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False
+    ) -> Iterator[dict]:
+        order = (
+            torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+            if shuffle
             else torch.arange(len(self))
+        )
         stop = len(self) - len(self) % batch_size if drop_last else len(self)
         for start in range(0, stop, batch_size):
-            yield self.take(order[start:start + batch_size])
+            yield self.take(order[start : start + batch_size])
 
     def take(self, index: torch.Tensor) -> dict:
         data, features, mask = self.data, {}, {}
         for m, x in data["features"].items():
             steps = max(int(self.lengths[m][index].max()), 1)
             features[m], mask[m] = x[index, :steps], data["mask"][m][index, :steps]
-        return {"features": features, "mask": mask, "present": data["present"][index],
-                "target": data["target"][index], "sample_id": [data["sample_id"][i] for i in index.tolist()]}
+        return {
+            "features": features,
+            "mask": mask,
+            "present": data["present"][index],
+            "target": data["target"][index],
+            "sample_id": [data["sample_id"][i] for i in index.tolist()],
+        }

@@ -1,5 +1,6 @@
 """What a run keeps from epoch to epoch: its history, the best epoch so far on the validation split, and the
 checkpoints written at the end of each epoch."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,8 +24,9 @@ def selection_metric(task: str) -> tuple[str, bool]:
     return ("accuracy", True) if task == "classification" else ("mae", False)
 
 
-def is_better(value: float, best: float | None, higher: bool, loss: float | None = None,
-              best_loss: float | None = None) -> bool:
+def is_better(
+    value: float, best: float | None, higher: bool, loss: float | None = None, best_loss: float | None = None
+) -> bool:
     """Better on the selection metric, or equal on it with a lower valid loss. Valid accuracy on a small
     split saturates, and a strict ">" then keeps an early epoch over later ones that fit better."""
     if best is None:
@@ -36,15 +38,20 @@ def is_better(value: float, best: float | None, higher: bool, loss: float | None
 
 @dataclass
 class Progress:
-    epoch: int = 0                      # last finished epoch
+    epoch: int = 0  # last finished epoch
     best_epoch: int | None = None
     best_metric: float | None = None
     best_valid: dict | None = None
-    history: list = field(default_factory=list)   # one entry per finished epoch
+    history: list = field(default_factory=list)  # one entry per finished epoch
 
     def state(self) -> dict:
-        return {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_metric": self.best_metric,
-                "best_valid": self.best_valid, "history": self.history}
+        return {
+            "epoch": self.epoch,
+            "best_epoch": self.best_epoch,
+            "best_metric": self.best_metric,
+            "best_valid": self.best_valid,
+            "history": self.history,
+        }
 
 
 def resume(config: TrainConfig, pack_id: str, model, optimizer) -> Progress:
@@ -57,8 +64,16 @@ def resume(config: TrainConfig, pack_id: str, model, optimizer) -> Progress:
     return Progress(saved["epoch"], saved["best_epoch"], saved["best_metric"], saved["best_valid"], saved["history"])
 
 
-def end_of_epoch(model: FusionModel, optimizer, config: TrainConfig, info: PackInfo, modalities: list[str],
-                 progress: Progress, entry: dict, valid: dict) -> None:
+def end_of_epoch(
+    model: FusionModel,
+    optimizer,
+    config: TrainConfig,
+    info: PackInfo,
+    modalities: list[str],
+    progress: Progress,
+    entry: dict,
+    valid: dict,
+) -> None:
     """Rank 0: record the epoch, keep the best weights, checkpoint, drop all but the last two checkpoints."""
     name, higher = selection_metric(info.task)
     progress.history.append({**entry, "valid_loss": valid["loss"], "valid_metric": valid[name]})

@@ -7,6 +7,7 @@ a run killed halfway resumes from its checkpoint). Writes `<out>/results.json` (
 Under torchrun (`python -m torch.distributed.run --nproc_per_node N -m trainers.experiment CONFIG`)
 every run is distributed; rank 0 writes the results.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,16 +38,33 @@ def grid(config: ExperimentConfig) -> list[TrainConfig]:
                 for calibration in config.calibrations if method == "calibration" else ["paper"]:
                     for seed in config.seeds:
                         out = config.out / Path(pack).name / run_name(backbone, method, calibration) / f"seed-{seed}"
-                        runs.append(TrainConfig(**config.train.model_dump(), pack=pack, out=out, backbone=backbone,
-                                                method=method, calibration=calibration, seed=seed))
+                        runs.append(
+                            TrainConfig(
+                                **config.train.model_dump(),
+                                pack=pack,
+                                out=out,
+                                backbone=backbone,
+                                method=method,
+                                calibration=calibration,
+                                seed=seed,
+                            )
+                        )
     return runs
 
 
 def result_entry(run: TrainConfig, metrics: dict) -> dict:
-    return {"pack": str(run.pack), "pack_id": metrics["pack_id"], "backbone": run.backbone, "method": run.method,
-            "calibration": run.calibration if run.method == "calibration" else None, "seed": run.seed,
-            "valid": metrics["valid"], "test": metrics["test"], "best_epoch": metrics["best_epoch"],
-            "out": str(run.out)}
+    return {
+        "pack": str(run.pack),
+        "pack_id": metrics["pack_id"],
+        "backbone": run.backbone,
+        "method": run.method,
+        "calibration": run.calibration if run.method == "calibration" else None,
+        "seed": run.seed,
+        "valid": metrics["valid"],
+        "test": metrics["test"],
+        "best_epoch": metrics["best_epoch"],
+        "out": str(run.out),
+    }
 
 
 def run_experiment(config: ExperimentConfig) -> list[dict]:
@@ -81,9 +99,14 @@ def summarize(results: list[dict]) -> dict[str, dict]:
     groups: dict[str, list[dict]] = {}
     for r in results:
         groups.setdefault(variant_name(r), []).append(r)
-    return {name: {"runs": len(runs), "seeds": [r["seed"] for r in runs],
-                   **{split: _spread([r[split] for r in runs]) for split in ("valid", "test")}}
-            for name, runs in groups.items()}
+    return {
+        name: {
+            "runs": len(runs),
+            "seeds": [r["seed"] for r in runs],
+            **{split: _spread([r[split] for r in runs]) for split in ("valid", "test")},
+        }
+        for name, runs in groups.items()
+    }
 
 
 def _spread(metrics: list[dict]) -> dict[str, dict]:
@@ -112,8 +135,12 @@ def results_markdown(results: list[dict]) -> str:
     for pack in dict.fromkeys(r["pack"] for r in results):
         rows = [r for r in results if r["pack"] == pack]
         metrics = list(dict.fromkeys(k for r in rows for k in r["test"]))
-        lines += [f"## {pack}", "", "| backbone | method | seeds | " + " | ".join(metrics) + " |",
-                  "|" + " --- |" * (3 + len(metrics))]
+        lines += [
+            f"## {pack}",
+            "",
+            "| backbone | method | seeds | " + " | ".join(metrics) + " |",
+            "|" + " --- |" * (3 + len(metrics)),
+        ]
         groups: dict[tuple, list[dict]] = {}
         for r in rows:
             method = f"{r['method']} ({r['calibration']})" if r["calibration"] else r["method"]

@@ -1,4 +1,5 @@
 """Evaluation metrics. Regression follows the CMU-MOSI/MOSEI convention of MulT and MMSA."""
+
 import math
 
 import numpy as np
@@ -28,8 +29,10 @@ def classification_metrics(logits_or_preds, targets) -> dict[str, float]:
     preds, targets = to_numpy(logits_or_preds), to_numpy(targets)
     if preds.ndim == 2:
         preds = preds.argmax(1)
-    return {"accuracy": float(accuracy_score(targets, preds)),
-            "macro_f1": float(f1_score(targets, preds, average="macro", zero_division=0))}
+    return {
+        "accuracy": float(accuracy_score(targets, preds)),
+        "macro_f1": float(f1_score(targets, preds, average="macro", zero_division=0)),
+    }
 
 
 def regression_metrics(preds, targets) -> dict[str, float]:
@@ -52,7 +55,10 @@ def regression_metrics(preds, targets) -> dict[str, float]:
     acc2_non0, f1_non0 = binary(targets[non0] > 0, preds[non0] > 0)
     constant = preds.std() == 0 or targets.std() == 0
     return {
-        "acc2_has0": acc2_has0, "acc2_non0": acc2_non0, "f1_has0": f1_has0, "f1_non0": f1_non0,
+        "acc2_has0": acc2_has0,
+        "acc2_non0": acc2_non0,
+        "f1_has0": f1_has0,
+        "f1_non0": f1_non0,
         "acc7": float(np.mean(np.round(np.clip(preds, -3, 3)) == np.round(np.clip(targets, -3, 3)))),
         "acc5": float(np.mean(np.round(np.clip(preds, -2, 2)) == np.round(np.clip(targets, -2, 2)))),
         "mae": float(np.mean(np.abs(preds - targets))),

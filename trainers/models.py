@@ -6,6 +6,7 @@ backbone alone; the training loop calls ogm_ge_modulate between backward and ste
 (trainers/backbones.py), methods and calibration variants are registries (storage/registry.py): a new one is
 registered under its own name, and a taken name is refused.
 """
+
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,9 +24,10 @@ from trainers.reliability import ReliabilityCalibration
 @dataclass(frozen=True)
 class Method:
     """What a method adds to the backbone."""
-    calibrated: bool = False            # a calibration module on the inputs
-    gated: bool = False                 # a learned sigmoid gate on the fused vector
-    modulates_gradients: bool = False   # the training loop calls ogm_ge_modulate between backward and step
+
+    calibrated: bool = False  # a calibration module on the inputs
+    gated: bool = False  # a learned sigmoid gate on the fused vector
+    modulates_gradients: bool = False  # the training loop calls ogm_ge_modulate between backward and step
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -40,30 +42,33 @@ CALIBRATIONS: Registry[CalibrationBuilder] = Registry("calibration variant")
 
 
 @CALIBRATIONS.register("paper")
-def _paper(dims: dict[str, int], num_outputs: int, *, width: int, shift: bool, dropout: float,
-           reliability: dict | None) -> ContextualCalibration:
+def _paper(
+    dims: dict[str, int], num_outputs: int, *, width: int, shift: bool, dropout: float, reliability: dict | None
+) -> ContextualCalibration:
     return ContextualCalibration(dims, width=width, shift=shift, variant="paper", num_outputs=num_outputs)
 
 
 @CALIBRATIONS.register("aux")
-def _aux(dims: dict[str, int], num_outputs: int, *, width: int, shift: bool, dropout: float,
-         reliability: dict | None) -> ContextualCalibration:
+def _aux(
+    dims: dict[str, int], num_outputs: int, *, width: int, shift: bool, dropout: float, reliability: dict | None
+) -> ContextualCalibration:
     return ContextualCalibration(dims, width=width, shift=shift, variant="aux", num_outputs=num_outputs)
 
 
 @CALIBRATIONS.register("reliability")
-def _reliability(dims: dict[str, int], num_outputs: int, *, width: int, shift: bool, dropout: float,
-                 reliability: dict | None) -> ReliabilityCalibration:
+def _reliability(
+    dims: dict[str, int], num_outputs: int, *, width: int, shift: bool, dropout: float, reliability: dict | None
+) -> ReliabilityCalibration:
     return ReliabilityCalibration(dims, num_outputs, width=width, shift=shift, dropout=dropout, **(reliability or {}))
 
 
 @dataclass
 class ModelOutput:
-    logits: Tensor                          # [B, num_outputs]
-    unimodal_logits: dict[str, Tensor]      # {m: [B, num_outputs]}: the head on m's block alone
-    scales: dict | None = None              # calibration: {"instance": [B, M], "dimension": {m: [B, D_m]}}
-    aux_loss: Tensor | None = None          # "aux"/"reliability" calibration, given a target: add it to the loss
-    evidence: Tensor | None = None          # "reliability": each modality's evidence [B, M, C or 2]
+    logits: Tensor  # [B, num_outputs]
+    unimodal_logits: dict[str, Tensor]  # {m: [B, num_outputs]}: the head on m's block alone
+    scales: dict | None = None  # calibration: {"instance": [B, M], "dimension": {m: [B, D_m]}}
+    aux_loss: Tensor | None = None  # "aux"/"reliability" calibration, given a target: add it to the loss
+    evidence: Tensor | None = None  # "reliability": each modality's evidence [B, M, C or 2]
 
 
 def per_sample_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -74,8 +79,13 @@ def per_sample_loss(logits: Tensor, target: Tensor) -> Tensor:
 
 
 class FusionModel(nn.Module):
-    def __init__(self, backbone: Backbone, method: str = "none",
-                 calibration: ContextualCalibration | ReliabilityCalibration | None = None, aux_weight: float = 1.0):
+    def __init__(
+        self,
+        backbone: Backbone,
+        method: str = "none",
+        calibration: ContextualCalibration | ReliabilityCalibration | None = None,
+        aux_weight: float = 1.0,
+    ):
         super().__init__()
         if (calibration is not None) != METHODS.get(method).calibrated:
             raise ValueError(f"a calibration module goes with a calibrated method, not with {method!r}")
@@ -104,10 +114,13 @@ class FusionModel(nn.Module):
         logits = self.backbone.head(fused)
         # The head is non-linear, so a modality's contribution is the head with the other blocks zeroed.
         unimodal = self.backbone.head(fused.unsqueeze(1).masked_fill(~self.block_mask, 0.0))  # [B, M, C]
-        return ModelOutput(logits, {m: unimodal[:, i] for i, m in enumerate(self.modalities)},
-                           calibrated.scales if calibrated else None,
-                           self.aux_loss(calibrated, batch.get("target"), present),
-                           calibrated.evidence if calibrated else None)
+        return ModelOutput(
+            logits,
+            {m: unimodal[:, i] for i, m in enumerate(self.modalities)},
+            calibrated.scales if calibrated else None,
+            self.aux_loss(calibrated, batch.get("target"), present),
+            calibrated.evidence if calibrated else None,
+        )
 
     def aux_loss(self, calibrated: Calibrated | None, target: Tensor | None, present: Tensor) -> Tensor | None:
         """The calibration's own loss: "reliability" computes it (evidence and scale supervision); "aux" is the
@@ -123,10 +136,21 @@ class FusionModel(nn.Module):
         return self.aux_weight * (losses * weight).sum() / weight.sum().clamp_min(1)
 
 
-def build_model(backbone: str, dims: dict[str, int], num_outputs: int, *, method: str = "none",
-                calibration: str = "paper", hidden: int = 64, dropout: float = 0.1, calibration_width: int = 16,
-                shift: bool = False, aux_weight: float = 1.0, reliability: dict | None = None,
-                **backbone_options) -> FusionModel:
+def build_model(
+    backbone: str,
+    dims: dict[str, int],
+    num_outputs: int,
+    *,
+    method: str = "none",
+    calibration: str = "paper",
+    hidden: int = 64,
+    dropout: float = 0.1,
+    calibration_width: int = 16,
+    shift: bool = False,
+    aux_weight: float = 1.0,
+    reliability: dict | None = None,
+    **backbone_options,
+) -> FusionModel:
     """backbone_options go to the backbone: kernel (conv), heads and layers (mult). `reliability` holds
     ReliabilityCalibration's own options (evidence_hidden, scale_hidden, scale_loss, evidence_weight,
     scale_weight)."""
@@ -135,14 +159,22 @@ def build_model(backbone: str, dims: dict[str, int], num_outputs: int, *, method
     # Built after the backbone, so the backbone's initial weights do not depend on the method.
     module = None
     if chosen.calibrated:
-        module = CALIBRATIONS.get(calibration)(dims, num_outputs, width=calibration_width, shift=shift,
-                                               dropout=dropout, reliability=reliability)
+        module = CALIBRATIONS.get(calibration)(
+            dims, num_outputs, width=calibration_width, shift=shift, dropout=dropout, reliability=reliability
+        )
     return FusionModel(net, method, module, aux_weight)
 
 
 @torch.no_grad()
-def ogm_ge_modulate(model: FusionModel, output: ModelOutput, target: Tensor, alpha: float = 0.5, *,
-                    present: Tensor | None = None, noise: bool = True) -> dict[str, float]:
+def ogm_ge_modulate(
+    model: FusionModel,
+    output: ModelOutput,
+    target: Tensor,
+    alpha: float = 0.5,
+    *,
+    present: Tensor | None = None,
+    noise: bool = True,
+) -> dict[str, float]:
     """OGM-GE (Peng et al., CVPR 2022): slow down the modality that is ahead, then add gradient noise.
 
     Call after loss.backward() and before optimizer.step(). A modality's score is the mean softmax

@@ -18,6 +18,7 @@ packs as paths.
    same regime, backbone and seed set; written with everything else to `<out>/results.json` and
    `<out>/results.md`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,17 +31,32 @@ from trainers.config import Backbone, TrainConfig, TrainOptions
 from trainers.config_file import ConfigError
 from trainers.model_config import ReliabilityOptions
 
-BASES = {"none": ("none", "paper"), "paper": ("calibration", "paper"), "aux": ("calibration", "aux"),
-         "reliability": ("calibration", "reliability"), "gate": ("gate", "paper"), "ogm_ge": ("ogm_ge", "paper")}
+BASES = {
+    "none": ("none", "paper"),
+    "paper": ("calibration", "paper"),
+    "aux": ("calibration", "aux"),
+    "reliability": ("calibration", "reliability"),
+    "gate": ("gate", "paper"),
+    "ogm_ge": ("ogm_ge", "paper"),
+}
 OPTIONS = ("aug", "branch")
 REGIMES = {"standard": "standard", "clean": "clean"}  # regime -> the build whose train/valid it trains on
-DEFAULT_METHODS = ["none", "none+aug", "none+aug+branch", "paper", "paper+aug", "reliability+aug",
-                   "reliability+aug+branch", "gate", "ogm_ge"]
+DEFAULT_METHODS = [
+    "none",
+    "none+aug",
+    "none+aug+branch",
+    "paper",
+    "paper+aug",
+    "reliability+aug",
+    "reliability+aug+branch",
+    "gate",
+    "ogm_ge",
+]
 BASELINES = ("none+aug", "none+aug+branch")
 
 
 def parse_method(name: str) -> tuple[str, str, set[str]]:
-    """"reliability+aug+branch" -> ("calibration", "reliability", {"aug", "branch"})."""
+    """ "reliability+aug+branch" -> ("calibration", "reliability", {"aug", "branch"})."""
     base, *options = name.split("+")
     if base not in BASES:
         raise ValueError(f"method {name!r}: unknown base {base!r}; choose from {sorted(BASES)}")
@@ -58,7 +74,7 @@ class Block(BaseModel):
     backbones: list[Backbone] = Field(default_factory=lambda: ["late", "conv", "mult"])
     methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
-    train: dict[str, Any] = Field(default_factory=dict)   # overrides of the shared train options
+    train: dict[str, Any] = Field(default_factory=dict)  # overrides of the shared train options
 
     @field_validator("regimes")
     @classmethod
@@ -82,11 +98,11 @@ class ProtocolTraining(BaseModel):
     model_config = ConfigDict(extra="forbid")
     out: Path
     train: TrainOptions = Field(default_factory=TrainOptions)
-    augment: dict[str, Any] = Field(default_factory=dict)          # the "+aug" options (trainers.config.Augment)
-    branch_unimodal_weight: float = Field(1.0, gt=0.0)             # the "+branch" weight
-    reliability: ReliabilityOptions | None = None                  # the "reliability" variant's options
+    augment: dict[str, Any] = Field(default_factory=dict)  # the "+aug" options (trainers.config.Augment)
+    branch_unimodal_weight: float = Field(1.0, gt=0.0)  # the "+branch" weight
+    reliability: ReliabilityOptions | None = None  # the "reliability" variant's options
     grid: list[Block] = Field(default_factory=lambda: [Block()], min_length=1)
-    bootstrap: int = Field(2000, ge=100)                           # resamples per paired interval
+    bootstrap: int = Field(2000, ge=100)  # resamples per paired interval
 
 
 def run_dir(out: Path, regime: str, backbone: str, method: str, seed: int) -> Path:
@@ -110,11 +126,18 @@ def plan_runs(config: ProtocolTraining, packs: dict[str, Path]) -> list[tuple[st
                         model_options = dict(options.get("model_options") or {})
                         if calibration == "reliability" and config.reliability is not None:
                             model_options["reliability"] = config.reliability.model_dump()
-                        run = {**options, "pack": packs[REGIMES[regime]], "out": out, "backbone": backbone,
-                               "method": method, "calibration": calibration, "seed": seed,
-                               "augment": config.augment if "aug" in extras else None,
-                               "branch_unimodal_weight": config.branch_unimodal_weight if "branch" in extras else 0.0,
-                               "model_options": model_options}
+                        run = {
+                            **options,
+                            "pack": packs[REGIMES[regime]],
+                            "out": out,
+                            "backbone": backbone,
+                            "method": method,
+                            "calibration": calibration,
+                            "seed": seed,
+                            "augment": config.augment if "aug" in extras else None,
+                            "branch_unimodal_weight": config.branch_unimodal_weight if "branch" in extras else 0.0,
+                            "model_options": model_options,
+                        }
                         try:
                             runs.append((regime, name, TrainConfig(**run)))
                         except ValueError as err:

@@ -5,6 +5,7 @@ Every finished run is evaluated once on the three test sets and the result kept 
 perturbed), "clean" (no sample perturbed) and "pert" (one modality perturbed in every sample), the same
 250 recordings in each.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,6 +32,7 @@ EVAL_VERSION = 2  # bump when protocol.json changes, so old evaluations are redo
 
 # ---- one run -----------------------------------------------------------------------------------------
 
+
 def accuracy(model, batches: list[dict]) -> float:
     outputs = collect(model, batches)
     return float((outputs.logits.argmax(1) == outputs.targets).float().mean())
@@ -48,15 +50,22 @@ def by_kind(correct: np.ndarray, ids: list[str], table: dict) -> dict[str, float
 def evaluate_set(run, batches: list[dict], table: dict) -> dict:
     outputs = collect(run.model, batches)
     correct = (outputs.logits.argmax(1) == outputs.targets).numpy()
-    result = {**classification_metrics(outputs.logits, outputs.targets), "ids": outputs.sample_ids,
-              "correct": correct.astype(int).tolist(), "by_kind": by_kind(correct, outputs.sample_ids, table)}
+    result = {
+        **classification_metrics(outputs.logits, outputs.targets),
+        "ids": outputs.sample_ids,
+        "correct": correct.astype(int).tolist(),
+        "by_kind": by_kind(correct, outputs.sample_ids, table),
+    }
     if outputs.instance is not None:
-        result["detection"] = detection_metrics(outputs.instance, outputs.present, run.modalities,
-                                                outputs.sample_ids, table)
+        result["detection"] = detection_metrics(
+            outputs.instance, outputs.present, run.modalities, outputs.sample_ids, table
+        )
         instance, present = outputs.instance.numpy(), outputs.present.numpy()
         perturbed = np.array([[table.get(sid, ("", ""))[0] == m for m in run.modalities] for sid in outputs.sample_ids])
-        result["mean_scale"] = {"perturbed": float(instance[perturbed & present].mean()) if perturbed.any() else None,
-                                "clean": float(instance[~perturbed & present].mean())}
+        result["mean_scale"] = {
+            "perturbed": float(instance[perturbed & present].mean()) if perturbed.any() else None,
+            "clean": float(instance[~perturbed & present].mean()),
+        }
     return result
 
 
@@ -88,8 +97,13 @@ def evaluate_run(path: Path, test_sets: dict[str, tuple[list[dict], dict]]) -> d
     pert_batches, pert_table = test_sets["pert"]
     removal = {m: accuracy(run.model, [remove(b, run.modalities, (m,)) for b in pert_batches]) for m in run.modalities}
     ceiling = accuracy(run.model, [without_perturbed(b, run.modalities, pert_table) for b in pert_batches])
-    return {"version": EVAL_VERSION, "sets": sets, "removal_pert": removal, "ceiling_pert": ceiling,
-            "corruption": corruption_curves(run, test_sets["test"][0])}
+    return {
+        "version": EVAL_VERSION,
+        "sets": sets,
+        "removal_pert": removal,
+        "ceiling_pert": ceiling,
+        "corruption": corruption_curves(run, test_sets["test"][0]),
+    }
 
 
 def evaluate_runs(runs, builds: dict[str, tuple[Path, Path]]) -> list[dict]:
@@ -101,16 +115,30 @@ def evaluate_runs(runs, builds: dict[str, tuple[Path, Path]]) -> list[dict]:
         if saved is None or saved.get("version") != EVAL_VERSION:
             if test_sets is None:  # decoded once: every run reads the same batches
                 first = load_run(config.out)
-                test_sets = {name: (load_batches(first, "test", read_pack(builds[build][0])),
-                                    read_perturbations(builds[build][1])) for name, build in TEST_SETS.items()}
+                test_sets = {
+                    name: (
+                        load_batches(first, "test", read_pack(builds[build][0])),
+                        read_perturbations(builds[build][1]),
+                    )
+                    for name, build in TEST_SETS.items()
+                }
             saved = json_safe(evaluate_run(config.out, test_sets))
             write_json_atomic(saved, cache)
-        evaluations.append({"regime": regime, "backbone": config.backbone, "method": method, "seed": config.seed,
-                            "out": str(config.out), **saved})
+        evaluations.append(
+            {
+                "regime": regime,
+                "backbone": config.backbone,
+                "method": method,
+                "seed": config.seed,
+                "out": str(config.out),
+                **saved,
+            }
+        )
     return evaluations
 
 
 # ---- across runs -------------------------------------------------------------------------------------
+
 
 def paired_bootstrap(ours: list[list[int]], theirs: list[list[int]], resamples: int, seed: int = 0) -> dict:
     """Difference in accuracy (points) of two methods over the same test samples, each a list of per-seed
@@ -127,8 +155,11 @@ def spread(values: list[float | None]) -> dict | None:
     values = [v for v in values if v is not None]
     if not values:
         return None
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
+    return {
+        "mean": statistics.mean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
 
 
 def summarize(evaluations: list[dict]) -> list[dict]:
@@ -185,12 +216,15 @@ def comparisons(evaluations: list[dict], resamples: int) -> list[dict]:
     the seeds both have, on each test set."""
     index = {(e["regime"], e["backbone"], e["method"], e["seed"]): e for e in evaluations}
     rows = []
-    for (regime, backbone, method, _) in sorted({k[:3] + (None,) for k in index}):
+    for regime, backbone, method, _ in sorted({k[:3] + (None,) for k in index}):
         for baseline in BASELINES:
             if method == baseline:
                 continue
-            seeds = sorted(s for (r, b, m, s) in index if (r, b, m) == (regime, backbone, method)
-                           and (regime, backbone, baseline, s) in index)
+            seeds = sorted(
+                s
+                for (r, b, m, s) in index
+                if (r, b, m) == (regime, backbone, method) and (regime, backbone, baseline, s) in index
+            )
             if not seeds:
                 continue
             row = {"regime": regime, "backbone": backbone, "method": method, "baseline": baseline, "seeds": seeds}
@@ -211,8 +245,9 @@ def same_training_baseline(method: str) -> str | None:
     return baseline if base != "none" and baseline in BASELINES else None
 
 
-def verdicts(summary: list[dict], compared: list[dict],
-             methods=("reliability+aug", "reliability+aug+branch")) -> list[dict]:
+def verdicts(
+    summary: list[dict], compared: list[dict], methods=("reliability+aug", "reliability+aug+branch")
+) -> list[dict]:
     """RESEARCH.md section 4's pass criteria, per method, regime and backbone: AUROC >= 0.8 on pert; the pert
     interval against the same-training baseline (none with the same +aug/+branch) excludes 0; no loss on
     clean (its clean interval reaches 0 or above). Also the interval against the stronger of the two
@@ -223,19 +258,32 @@ def verdicts(summary: list[dict], compared: list[dict],
         if r["method"] not in methods:
             continue
         key = (r["regime"], r["backbone"])
-        against = {c["baseline"]: c for c in compared
-                   if (c["regime"], c["backbone"], c["method"]) == (*key, r["method"])}
+        against = {
+            c["baseline"]: c for c in compared if (c["regime"], c["backbone"], c["method"]) == (*key, r["method"])
+        }
         same = against.get(same_training_baseline(r["method"]))
         if same is None:
             continue
         pert = {b: means[(*key, b)]["pert"]["mean"] for b in against}
         strongest = max(pert, key=pert.get)
         auroc = (r.get("auroc_all") or {}).get("mean")
-        rows.append({"regime": key[0], "backbone": key[1], "method": r["method"], "baseline": same["baseline"],
-                     "seeds": same["seeds"], "auroc_pert": auroc, "auroc_ok": auroc is not None and auroc >= 0.8,
-                     "pert_vs_baseline": same["pert"], "pert_ok": same["pert"]["low"] > 0,
-                     "clean_vs_baseline": same["clean"], "clean_ok": same["clean"]["high"] >= 0,
-                     "strongest_baseline": strongest, "pert_vs_strongest": against[strongest]["pert"]})
+        rows.append(
+            {
+                "regime": key[0],
+                "backbone": key[1],
+                "method": r["method"],
+                "baseline": same["baseline"],
+                "seeds": same["seeds"],
+                "auroc_pert": auroc,
+                "auroc_ok": auroc is not None and auroc >= 0.8,
+                "pert_vs_baseline": same["pert"],
+                "pert_ok": same["pert"]["low"] > 0,
+                "clean_vs_baseline": same["clean"],
+                "clean_ok": same["clean"]["high"] >= 0,
+                "strongest_baseline": strongest,
+                "pert_vs_strongest": against[strongest]["pert"],
+            }
+        )
     return rows
 
 
@@ -245,12 +293,26 @@ def write_results(config, runs, evaluations: list[dict]) -> dict:
     summary = summarize(evaluations)
     compared = comparisons(evaluations, config.bootstrap)
     passed = verdicts(summary, compared)
-    per_run = [{**{k: v for k, v in e.items() if k != "sets"},
-                "sets": {name: {k: v for k, v in s.items() if k not in ("ids", "correct")}
-                         for name, s in e["sets"].items()}}
-               for e in evaluations]
-    results = rounded(json_safe({"config": config.model_dump(mode="json"), "summary": summary,
-                                 "comparisons": compared, "verdicts": passed, "runs": per_run}))
+    per_run = [
+        {
+            **{k: v for k, v in e.items() if k != "sets"},
+            "sets": {
+                name: {k: v for k, v in s.items() if k not in ("ids", "correct")} for name, s in e["sets"].items()
+            },
+        }
+        for e in evaluations
+    ]
+    results = rounded(
+        json_safe(
+            {
+                "config": config.model_dump(mode="json"),
+                "summary": summary,
+                "comparisons": compared,
+                "verdicts": passed,
+                "runs": per_run,
+            }
+        )
+    )
     config.out.mkdir(parents=True, exist_ok=True)
     # One line: with every run's per-kind numbers it is a few hundred kB indented; results.md is the view.
     path = config.out / "results.json"
@@ -273,56 +335,90 @@ def interval(value: dict | None) -> str:
 
 
 def results_markdown(results: dict) -> str:
-    lines = ["# Calibration protocol results", "",
-             "Accuracy (%) on the three test sets (the same 250 AV-digits test recordings: `test` 30% perturbed, "
-             "`clean` none, `pert` one modality perturbed in every sample), mean ± sample std over seeds. AUROC: the "
-             "instance scales ranking the perturbed modality below the others on `pert` (0.5 = chance). Lowest: share "
-             "of `pert` samples whose perturbed modality gets the lowest scale (chance 1/3). Ceiling: accuracy on "
-             "`pert` with the perturbed modality removed by hand.", ""]
+    lines = [
+        "# Calibration protocol results",
+        "",
+        "Accuracy (%) on the three test sets (the same 250 AV-digits test recordings: `test` 30% perturbed, "
+        "`clean` none, `pert` one modality perturbed in every sample), mean ± sample std over seeds. AUROC: the "
+        "instance scales ranking the perturbed modality below the others on `pert` (0.5 = chance). Lowest: share "
+        "of `pert` samples whose perturbed modality gets the lowest scale (chance 1/3). Ceiling: accuracy on "
+        "`pert` with the perturbed modality removed by hand.",
+        "",
+    ]
     for regime in dict.fromkeys(r["regime"] for r in results["summary"]):
-        lines += [f"## Training regime: {regime}", "",
-                  "| backbone | method | seeds | test | clean | pert | AUROC pert | AUROC conflict | AUROC degraded "
-                  "| lowest | scale pert / clean | ceiling |", "|" + " --- |" * 12]
+        lines += [
+            f"## Training regime: {regime}",
+            "",
+            "| backbone | method | seeds | test | clean | pert | AUROC pert | AUROC conflict | AUROC degraded "
+            "| lowest | scale pert / clean | ceiling |",
+            "|" + " --- |" * 12,
+        ]
         for r in results["summary"]:
             if r["regime"] != regime:
                 continue
-            scales = "-" if r.get("scale_perturbed") is None else \
-                f"{r['scale_perturbed']['mean']:.2f} / {r['scale_clean']['mean']:.2f}"
-            lines.append(f"| {r['backbone']} | {r['method']} | {len(r['seeds'])} | {cell(r['test'])} "
-                         f"| {cell(r['clean'])} | {cell(r['pert'])} | {cell(r.get('auroc_all'), 1, 3)} "
-                         f"| {cell(r.get('auroc_conflict'), 1, 3)} "
-                         f"| {cell(r.get('auroc_degraded'), 1, 3)} | {cell(r.get('lowest_all'), 1, 2)} | {scales} "
-                         f"| {cell(r['ceiling_pert'])} |")
+            scales = (
+                "-"
+                if r.get("scale_perturbed") is None
+                else f"{r['scale_perturbed']['mean']:.2f} / {r['scale_clean']['mean']:.2f}"
+            )
+            lines.append(
+                f"| {r['backbone']} | {r['method']} | {len(r['seeds'])} | {cell(r['test'])} "
+                f"| {cell(r['clean'])} | {cell(r['pert'])} | {cell(r.get('auroc_all'), 1, 3)} "
+                f"| {cell(r.get('auroc_conflict'), 1, 3)} "
+                f"| {cell(r.get('auroc_degraded'), 1, 3)} | {cell(r.get('lowest_all'), 1, 2)} | {scales} "
+                f"| {cell(r['ceiling_pert'])} |"
+            )
         lines.append("")
-    lines += ["## Corruption curves", "",
-              "Feature noise on one modality (0.25, 0.5, 1, 2, 4 x its per-dimension std; severities 1-5), "
-              "accuracy (%) on `test` and, for calibrated runs, the AUROC of the instance scales at finding the noisy "
-              "modality; mean over the three modalities and the seeds.", "",
-              "| regime | backbone | method | accuracy at severity 1..5 | AUROC at severity 1..5 |", "|" + " --- |" * 5]
+    lines += [
+        "## Corruption curves",
+        "",
+        "Feature noise on one modality (0.25, 0.5, 1, 2, 4 x its per-dimension std; severities 1-5), "
+        "accuracy (%) on `test` and, for calibrated runs, the AUROC of the instance scales at finding the noisy "
+        "modality; mean over the three modalities and the seeds.",
+        "",
+        "| regime | backbone | method | accuracy at severity 1..5 | AUROC at severity 1..5 |",
+        "|" + " --- |" * 5,
+    ]
     for r in results["summary"]:
         curves = r["corruption"]
         acc = " / ".join(f"{v * 100:.1f}" for v in curves["accuracy"]) if curves["accuracy"] else "-"
         auroc = " / ".join(f"{v:.2f}" for v in curves["auroc"]) if curves["auroc"] else "-"
         lines.append(f"| {r['regime']} | {r['backbone']} | {r['method']} | {acc} | {auroc} |")
-    lines += ["", "## Paired bootstrap against the baselines", "",
-              "Difference in accuracy (points), method minus baseline, same regime, backbone and seeds; per test "
-              "sample the mean over seeds, 95% interval from resampling the 250 test samples.", "",
-              "| regime | backbone | method | baseline | seeds | test | clean | pert |", "|" + " --- |" * 8]
+    lines += [
+        "",
+        "## Paired bootstrap against the baselines",
+        "",
+        "Difference in accuracy (points), method minus baseline, same regime, backbone and seeds; per test "
+        "sample the mean over seeds, 95% interval from resampling the 250 test samples.",
+        "",
+        "| regime | backbone | method | baseline | seeds | test | clean | pert |",
+        "|" + " --- |" * 8,
+    ]
     for c in results["comparisons"]:
-        lines.append(f"| {c['regime']} | {c['backbone']} | {c['method']} | {c['baseline']} | {len(c['seeds'])} "
-                     f"| {interval(c['test'])} | {interval(c['clean'])} | {interval(c['pert'])} |")
-    lines += ["", "## Pass criteria (RESEARCH.md section 4)", "",
-              "Against the baseline trained the same way (none with the same +aug/+branch); the last column is "
-              "the stronger of none+aug and none+aug+branch on pert, whatever its training.", "",
-              "| regime | backbone | method | seeds | AUROC pert >= 0.8 | pert interval excludes 0 | no loss on clean "
-              "| pert vs strongest baseline |", "|" + " --- |" * 8]
+        lines.append(
+            f"| {c['regime']} | {c['backbone']} | {c['method']} | {c['baseline']} | {len(c['seeds'])} "
+            f"| {interval(c['test'])} | {interval(c['clean'])} | {interval(c['pert'])} |"
+        )
+    lines += [
+        "",
+        "## Pass criteria (RESEARCH.md section 4)",
+        "",
+        "Against the baseline trained the same way (none with the same +aug/+branch); the last column is "
+        "the stronger of none+aug and none+aug+branch on pert, whatever its training.",
+        "",
+        "| regime | backbone | method | seeds | AUROC pert >= 0.8 | pert interval excludes 0 | no loss on clean "
+        "| pert vs strongest baseline |",
+        "|" + " --- |" * 8,
+    ]
     mark = {True: "yes", False: "**no**"}
     for v in results["verdicts"]:
         auroc = "-" if v["auroc_pert"] is None else f"{v['auroc_pert']:.3f}"
-        lines.append(f"| {v['regime']} | {v['backbone']} | {v['method']} | {len(v['seeds'])} | {mark[v['auroc_ok']]} "
-                     f"({auroc}) | {mark[v['pert_ok']]} ({v['baseline']}: {interval(v['pert_vs_baseline'])}) "
-                     f"| {mark[v['clean_ok']]} ({interval(v['clean_vs_baseline'])}) "
-                     f"| {v['strongest_baseline']}: {interval(v['pert_vs_strongest'])} |")
+        lines.append(
+            f"| {v['regime']} | {v['backbone']} | {v['method']} | {len(v['seeds'])} | {mark[v['auroc_ok']]} "
+            f"({auroc}) | {mark[v['pert_ok']]} ({v['baseline']}: {interval(v['pert_vs_baseline'])}) "
+            f"| {mark[v['clean_ok']]} ({interval(v['clean_vs_baseline'])}) "
+            f"| {v['strongest_baseline']}: {interval(v['pert_vs_strongest'])} |"
+        )
     lines.append("")
     return "\n".join(lines)
 
@@ -341,5 +437,12 @@ def robustness(runs: list[dict], test_table: Path, pert_pack: Path, pert_table: 
         scored = evaluate_set(run, load_batches(run, "test", read_pack(pert_pack)), pert)
         auroc = scored["detection"]["auroc"]["all"] if "detection" in scored else None
         groups.setdefault(variant_name(entry), []).append((accuracy(run.model, clean), scored["accuracy"], auroc))
-    return {name: {"runs": len(values), "clean": spread([v[0] for v in values]), "pert": spread([v[1] for v in values]),
-                   "auroc": spread([v[2] for v in values])} for name, values in groups.items()}
+    return {
+        name: {
+            "runs": len(values),
+            "clean": spread([v[0] for v in values]),
+            "pert": spread([v[1] for v in values]),
+            "auroc": spread([v[2] for v in values]),
+        }
+        for name, values in groups.items()
+    }

@@ -2,6 +2,7 @@
 output, and the identity when attached, but the modalities are compared in a space they share (their class
 evidence) and the instance scale is supervised by how right each modality's evidence is.
 """
+
 import math
 
 import torch
@@ -70,9 +71,20 @@ class ReliabilityCalibration(nn.Module):
 
     variant = "reliability"
 
-    def __init__(self, dims: dict[str, int], num_outputs: int, *, width: int = 16, evidence_hidden: int = 64,
-                 scale_hidden: int = 32, dropout: float = 0.1, shift: bool = False, scale_loss: str = "rank",
-                 evidence_weight: float = 1.0, scale_weight: float = 1.0):
+    def __init__(
+        self,
+        dims: dict[str, int],
+        num_outputs: int,
+        *,
+        width: int = 16,
+        evidence_hidden: int = 64,
+        scale_hidden: int = 32,
+        dropout: float = 0.1,
+        shift: bool = False,
+        scale_loss: str = "rank",
+        evidence_weight: float = 1.0,
+        scale_weight: float = 1.0,
+    ):
         super().__init__()
         if len(dims) < 2:
             raise ValueError(f"calibration needs at least two modalities, got {sorted(dims)}")
@@ -84,13 +96,21 @@ class ReliabilityCalibration(nn.Module):
         self.evidence_weight, self.scale_weight = evidence_weight, scale_weight
         self.regression = num_outputs == 1  # a float target: the evidence is a mean and a log-variance
         evidence_out = 2 if self.regression else num_outputs
-        self.evidence_heads = nn.ModuleDict({
-            m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, evidence_hidden), nn.GELU(), nn.Dropout(dropout),
-                             nn.Linear(evidence_hidden, evidence_out)) for m, d in self.dims.items()})
+        self.evidence_heads = nn.ModuleDict(
+            {
+                m: nn.Sequential(
+                    nn.LayerNorm(d),
+                    nn.Linear(d, evidence_hidden),
+                    nn.GELU(),
+                    nn.Dropout(dropout),
+                    nn.Linear(evidence_hidden, evidence_out),
+                )
+                for m, d in self.dims.items()
+            }
+        )
         sizes = list(self.dims.values())
         self.register_buffer("unit", group_units(sizes, width), persistent=False)
-        self.register_buffer("owner", torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes)),
-                             persistent=False)
+        self.register_buffer("owner", torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes)), persistent=False)
         self.register_buffer("modality_code", torch.eye(len(sizes)), persistent=False)
         self.write = nn.Parameter(torch.ones(sum(sizes)))
         self.scale_in = nn.Linear(6 + len(sizes), scale_hidden)
@@ -100,8 +120,9 @@ class ReliabilityCalibration(nn.Module):
         if shift:
             self.shift_write = nn.Parameter(torch.ones(sum(sizes)))
 
-    def forward(self, features: dict[str, Tensor], mask: dict[str, Tensor] | None = None,
-                present: Tensor | None = None) -> Calibrated:
+    def forward(
+        self, features: dict[str, Tensor], mask: dict[str, Tensor] | None = None, present: Tensor | None = None
+    ) -> Calibrated:
         mods = self.modalities
         seqs = real_steps(features, mask, present, mods)
         means = [masked_mean(x, real) for x, real in seqs.values()]
@@ -115,8 +136,19 @@ class ReliabilityCalibration(nn.Module):
         instance = 2 * torch.sigmoid(logits)
         dimension, scale, shift = dimension_scales(self, out, instance)
         inputs = {m: (x, real, features[m].shape) for m, (x, real) in seqs.items()}
-        return Calibrated(self.dims, instance, dimension, scale, shift, torch.cat(means, 1), None, inputs,
-                          evidence=evidence, instance_logits=logits, active=active)
+        return Calibrated(
+            self.dims,
+            instance,
+            dimension,
+            scale,
+            shift,
+            torch.cat(means, 1),
+            None,
+            inputs,
+            evidence=evidence,
+            instance_logits=logits,
+            active=active,
+        )
 
     def loss(self, calibrated: Calibrated, target: Tensor) -> Tensor:
         """Evidence loss (cross-entropy, or Gaussian NLL) over the active (sample, modality) pairs, plus the
@@ -126,7 +158,7 @@ class ReliabilityCalibration(nn.Module):
             mean, log_var = evidence.unbind(-1)
             log_var = log_var.clamp(-10, 10)  # a head sure of a wrong answer would give an infinite loss
             error = mean - target.unsqueeze(1)
-            per_pair = 0.5 * (log_var + error ** 2 * torch.exp(-log_var))
+            per_pair = 0.5 * (log_var + error**2 * torch.exp(-log_var))
             trust = torch.exp(-error.abs()).detach()
         else:
             index = target.view(-1, 1, 1).expand(-1, evidence.shape[1], 1)

@@ -1,4 +1,5 @@
 """Processes and devices for training: the torchrun process group, the device, CPU threads, seeding, autocast."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,7 +20,7 @@ class Runtime:
     rank: int
     world_size: int
     device: torch.device
-    owns_group: bool        # this call started the process group, so it ends it
+    owns_group: bool  # this call started the process group, so it ends it
 
     @property
     def is_main(self) -> bool:

@@ -1,4 +1,5 @@
 """Optimiser steps, a training epoch, and predictions with their scores."""
+
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +39,15 @@ def average_gradients(model: torch.nn.Module, world_size: int) -> None:
             p.grad = (chunk / world_size).view_as(p)
 
 
-def train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer, config: TrainConfig,
-               rt: Runtime, amp: bool, noise_std: dict | None = None) -> torch.Tensor:
+def train_step(
+    model: torch.nn.Module,
+    batch: dict,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    rt: Runtime,
+    amp: bool,
+    noise_std: dict | None = None,
+) -> torch.Tensor:
     """One optimiser step; returns the (detached) mean loss of the batch. With `config.augment`, the batch is
     corrupted first (noise_std: the training split's per-dim std, see trainers/augment.py)."""
     raw = model.module if isinstance(model, DistributedDataParallel) else model
@@ -71,8 +79,9 @@ def train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optim
 def branch_loss(output, batch: dict) -> torch.Tensor:
     """Mean loss of each branch's own logits (the head on its block alone) over the present (sample,
     modality) pairs: `branch_unimodal_weight` asks every branch to be useful on its own."""
-    losses = torch.stack([per_sample_loss(logits.float(), batch["target"])
-                          for logits in output.unimodal_logits.values()], 1)
+    losses = torch.stack(
+        [per_sample_loss(logits.float(), batch["target"]) for logits in output.unimodal_logits.values()], 1
+    )
     weight = batch["present"].to(losses.dtype)
     return (losses * weight).sum() / weight.sum().clamp_min(1)
 
@@ -87,15 +96,28 @@ def check_loss(loss: torch.Tensor | float, where: str, sample_ids: list[str] | N
     value = float(loss)
     if math.isfinite(value):
         return
-    batch = f" on the batch of samples {', '.join(sample_ids[:16])}{' ...' if len(sample_ids) > 16 else ''}" \
-        if sample_ids else ""
-    raise NonFiniteLoss(f"{where} is {value}{batch}; training stopped. NaN or infinite features or targets "
-                        "make a loss non-finite (`precal verify` checks the store and packs), as can too high a "
-                        "learning rate")
+    batch = (
+        f" on the batch of samples {', '.join(sample_ids[:16])}{' ...' if len(sample_ids) > 16 else ''}"
+        if sample_ids
+        else ""
+    )
+    raise NonFiniteLoss(
+        f"{where} is {value}{batch}; training stopped. NaN or infinite features or targets "
+        "make a loss non-finite (`precal verify` checks the store and packs), as can too high a "
+        "learning rate"
+    )
 
 
-def train_epoch(model, batches, optimizer, config: TrainConfig, rt: Runtime, amp: bool,
-                desc: str = "train", noise_std: dict | None = None) -> dict:
+def train_epoch(
+    model,
+    batches,
+    optimizer,
+    config: TrainConfig,
+    rt: Runtime,
+    amp: bool,
+    desc: str = "train",
+    noise_std: dict | None = None,
+) -> dict:
     """Returns {"train_loss": mean over all ranks' samples, "train_batches": [per rank]}."""
     model.train()
     loss_sum = torch.zeros((), device=rt.device)

@@ -13,6 +13,7 @@ rebuild their model without the pack (`load_model`). The pieces: trainers/runtim
 seeding), trainers/steps.py (optimiser steps, an epoch, predictions), trainers/epochs.py (history, best
 epoch, end-of-epoch checkpoints).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,25 +96,57 @@ def _train(config: TrainConfig, rt: Runtime) -> dict:
     progress = resume(config, info.pack_id, model, optimizer)
     net = DistributedDataParallel(model, device_ids=[rt.device] if on_gpu else None) if rt.distributed else model
     # Both loaders keep their workers from epoch to epoch.
-    batches = TrainLoader(info, spec, batch_size=config.batch_size, shuffle_buffer=config.shuffle_buffer,
-                          seed=config.seed, rank=rt.rank, world_size=rt.world_size, num_workers=config.num_workers,
-                          pin_memory=on_gpu)
-    valid_batches = eval_loader(info, spec, "valid", batch_size=config.batch_size, num_workers=config.num_workers,
-                                pin_memory=on_gpu, persistent=True) if rt.is_main else None
+    batches = TrainLoader(
+        info,
+        spec,
+        batch_size=config.batch_size,
+        shuffle_buffer=config.shuffle_buffer,
+        seed=config.seed,
+        rank=rt.rank,
+        world_size=rt.world_size,
+        num_workers=config.num_workers,
+        pin_memory=on_gpu,
+    )
+    valid_batches = (
+        eval_loader(
+            info,
+            spec,
+            "valid",
+            batch_size=config.batch_size,
+            num_workers=config.num_workers,
+            pin_memory=on_gpu,
+            persistent=True,
+        )
+        if rt.is_main
+        else None
+    )
     noise_std = training_std(info, spec, config, modalities, rt.device)
 
     for epoch in range(progress.epoch + 1, config.epochs + 1):
         seed_everything(config.seed, epoch, rt.rank)
-        entry = {"epoch": epoch, **train_epoch(net, batches.epoch(epoch), optimizer, config, rt, amp,
-                                               desc=f"epoch {epoch}/{config.epochs}", noise_std=noise_std)}
+        entry = {
+            "epoch": epoch,
+            **train_epoch(
+                net,
+                batches.epoch(epoch),
+                optimizer,
+                config,
+                rt,
+                amp,
+                desc=f"epoch {epoch}/{config.epochs}",
+                noise_std=noise_std,
+            ),
+        }
         if rt.is_main:
             valid = score(*predict(model, valid_batches, rt.device, amp), info.task)
             check_loss(valid["loss"], f"epoch {epoch}/{config.epochs}: the validation loss")
             entry["statistics"] = epoch_statistics(model, valid_batches, rt.device)  # for the dynamics report
             end_of_epoch(model, optimizer, config, info, modalities, progress, entry, valid)
             name = selection_metric(info.task)[0]
-            tqdm.write(f"epoch {epoch}: train loss {entry['train_loss']:.4f}, valid loss {valid['loss']:.4f}, "
-                       f"valid {name} {valid[name]:.4f}")
+            tqdm.write(
+                f"epoch {epoch}: train loss {entry['train_loss']:.4f}, valid loss {valid['loss']:.4f}, "
+                f"valid {name} {valid[name]:.4f}"
+            )
         barrier(rt)
 
     if rt.is_main:
@@ -122,43 +155,67 @@ def _train(config: TrainConfig, rt: Runtime) -> dict:
     return json.loads((config.out / "metrics.json").read_text())
 
 
-def training_std(info: PackInfo, spec: BatchSpec, config: TrainConfig, modalities: list[str],
-                 device: torch.device) -> dict | None:
+def training_std(
+    info: PackInfo, spec: BatchSpec, config: TrainConfig, modalities: list[str], device: torch.device
+) -> dict | None:
     """The training split's per-dim std, for noise augmentation (None when there is none). One pass over the
     split in a fixed order, so every rank and a resumed run get the same numbers."""
     if config.augment is None or "noise" not in config.augment.kinds:
         return None
-    loader = eval_loader(info, spec, "train", batch_size=256, num_workers=config.num_workers,
-                         pin_memory=device.type == "cuda")
+    loader = eval_loader(
+        info, spec, "train", batch_size=256, num_workers=config.num_workers, pin_memory=device.type == "cuda"
+    )
     return {m: std.to(device) for m, std in feature_std(loader, modalities).items()}
 
 
-def evaluate_split(model, info: PackInfo, spec: BatchSpec, split: str, config: TrainConfig,
-                   device: torch.device, amp: bool) -> dict:
-    loader = eval_loader(info, spec, split, batch_size=config.batch_size, num_workers=config.num_workers,
-                         pin_memory=device.type == "cuda")
+def evaluate_split(
+    model, info: PackInfo, spec: BatchSpec, split: str, config: TrainConfig, device: torch.device, amp: bool
+) -> dict:
+    loader = eval_loader(
+        info,
+        spec,
+        split,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+    )
     result = score(*predict(model, loader, device, amp), info.task)
     check_loss(result["loss"], f"the {split} loss on {info.path}")
     return result
 
 
-def write_results(model, config: TrainConfig, info: PackInfo, spec: BatchSpec, modalities: list[str],
-                  rt: Runtime, amp: bool) -> None:
+def write_results(
+    model, config: TrainConfig, info: PackInfo, spec: BatchSpec, modalities: list[str], rt: Runtime, amp: bool
+) -> None:
     """Test at the selected epoch; metrics.json last, so its presence means the run is complete."""
     latest = load_checkpoint(latest_checkpoint(config.out))
     best = load_checkpoint(config.out / "best.pt")
     model.load_state_dict(best["model"])
     test = evaluate_split(model, info, spec, "test", config, rt.device, amp) if info.count("test") else {}
     name, higher = selection_metric(info.task)
-    metrics = {"valid": latest["best_valid"], "test": test, "best_epoch": latest["best_epoch"],
-               "selection": {"metric": name, "higher_is_better": higher}, "history": latest["history"],
-               "pack_id": info.pack_id, "modalities": modalities, "world_size": rt.world_size,
-               "config": config.model_dump(mode="json")}
+    metrics = {
+        "valid": latest["best_valid"],
+        "test": test,
+        "best_epoch": latest["best_epoch"],
+        "selection": {"metric": name, "higher_is_better": higher},
+        "history": latest["history"],
+        "pack_id": info.pack_id,
+        "modalities": modalities,
+        "world_size": rt.world_size,
+        "config": config.model_dump(mode="json"),
+    }
     write_json_atomic(metrics, config.out / "metrics.json")
 
 
-def evaluate(checkpoint: Path | str, pack: Path | str, split: str = "test", *, batch_size: int | None = None,
-             num_workers: int = 0, device: str = "auto") -> dict:
+def evaluate(
+    checkpoint: Path | str,
+    pack: Path | str,
+    split: str = "test",
+    *,
+    batch_size: int | None = None,
+    num_workers: int = 0,
+    device: str = "auto",
+) -> dict:
     """Metrics of a saved model (best.pt or an epoch checkpoint) on a pack's split. The pack may differ
     from the training pack (e.g. corrupted test features) but must have the same modalities and labels."""
     saved = load_checkpoint(checkpoint)
@@ -182,8 +239,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(str(err))
     metrics = train(config)
     if int(os.environ.get("RANK", 0)) == 0:
-        print(json.dumps({"best_epoch": metrics["best_epoch"], "valid": metrics["valid"], "test": metrics["test"]},
-                         indent=2))
+        print(
+            json.dumps(
+                {"best_epoch": metrics["best_epoch"], "valid": metrics["valid"], "test": metrics["test"]}, indent=2
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,16 @@ from storage.layout import SPLITS
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 
-__all__ = ["ADAPTERS", "ImportReport", "Issue", "LayoutError", "adapter_options", "import_dataset", "preset_path",
-           "summary_lines"]
+__all__ = [
+    "ADAPTERS",
+    "ImportReport",
+    "Issue",
+    "LayoutError",
+    "adapter_options",
+    "import_dataset",
+    "preset_path",
+    "summary_lines",
+]
 
 
 @dataclass
@@ -65,8 +73,15 @@ def import_dataset(name: str, root: str | Path, out: str | Path, **options) -> I
         raise LayoutError(f"{root}: no such folder")
     collected = collect(root, **options)
     samples = unique(collected)
-    report = ImportReport(name, None, {s: sum(x.split == s for x in samples) for s in SPLITS},
-                          count_classes(samples), collected.skipped, collected.incomplete, collected.notes)
+    report = ImportReport(
+        name,
+        None,
+        {s: sum(x.split == s for x in samples) for s in SPLITS},
+        count_classes(samples),
+        collected.skipped,
+        collected.incomplete,
+        collected.notes,
+    )
     if samples:
         report.manifest = write_manifest([manifest_row(s, out.parent) for s in samples], out)
         report.notes.extend(placement_notes(root, out, report.counts))
@@ -91,8 +106,14 @@ def count_classes(samples: list[Sample]) -> int | None:
 
 
 def manifest_row(sample: Sample, folder: Path) -> dict:
-    row = {"sample_id": sample.sample_id, "split": sample.split, "label": sample.label, "text": sample.text,
-           "start": sample.start, "end": sample.end}
+    row = {
+        "sample_id": sample.sample_id,
+        "split": sample.split,
+        "label": sample.label,
+        "text": sample.text,
+        "start": sample.start,
+        "end": sample.end,
+    }
     for column in ("video", "audio"):
         path = getattr(sample, column)
         row[column] = None if path is None else Path(os.path.relpath(path, folder)).as_posix()
@@ -100,11 +121,16 @@ def manifest_row(sample: Sample, folder: Path) -> dict:
 
 
 def placement_notes(root: Path, out: Path, counts: dict[str, int]) -> list[str]:
-    notes = [f"the {split} split is empty: training selects on valid and reports test"
-             for split in ("valid", "test") if not counts[split]]
+    notes = [
+        f"the {split} split is empty: training selects on valid and reports test"
+        for split in ("valid", "test")
+        if not counts[split]
+    ]
     if not root.is_relative_to(out.parent):
-        notes.append(f"the media lie outside the manifest's folder {out.parent}: pass --allow-outside-root to "
-                     "extract/pack, or write the manifest inside the data set's folder")
+        notes.append(
+            f"the media lie outside the manifest's folder {out.parent}: pass --allow-outside-root to "
+            "extract/pack, or write the manifest inside the data set's folder"
+        )
     return notes
 
 

@@ -25,10 +25,34 @@ from pipeline.adapters.common import (
 from pipeline.manifest import Sample
 
 CATEGORIES = (
-    "Church bell", "Male speech, man speaking", "Bark", "Fixed-wing aircraft, airplane", "Race car, auto racing",
-    "Female speech, woman speaking", "Helicopter", "Violin, fiddle", "Flute", "Ukulele", "Frying (food)", "Truck",
-    "Shofar", "Motorcycle", "Acoustic guitar", "Train horn", "Clock", "Banjo", "Goat", "Baby cry, infant cry", "Bus",
-    "Chainsaw", "Cat", "Horse", "Toilet flush", "Rodents, rats, mice", "Accordion", "Mandolin",
+    "Church bell",
+    "Male speech, man speaking",
+    "Bark",
+    "Fixed-wing aircraft, airplane",
+    "Race car, auto racing",
+    "Female speech, woman speaking",
+    "Helicopter",
+    "Violin, fiddle",
+    "Flute",
+    "Ukulele",
+    "Frying (food)",
+    "Truck",
+    "Shofar",
+    "Motorcycle",
+    "Acoustic guitar",
+    "Train horn",
+    "Clock",
+    "Banjo",
+    "Goat",
+    "Baby cry, infant cry",
+    "Bus",
+    "Chainsaw",
+    "Cat",
+    "Horse",
+    "Toilet flush",
+    "Rodents, rats, mice",
+    "Accordion",
+    "Mandolin",
 )
 SPLIT_FILES = {"train": "trainSet.txt", "valid": "valSet.txt", "test": "testSet.txt"}
 HEADER = ("Category", "VideoID", "Quality", "StartTime", "EndTime")

@@ -80,9 +80,16 @@ def by_label(sample: Sample) -> str:
     return str(sample.label)
 
 
-def carve(samples: list[Sample], share: float, seed: int, *, source: str = "train", target: str = "valid",
-          unit: Callable[[Sample], str] = lambda s: s.sample_id,
-          stratum: Callable[[Sample], str] = lambda s: "") -> list[Sample]:
+def carve(
+    samples: list[Sample],
+    share: float,
+    seed: int,
+    *,
+    source: str = "train",
+    target: str = "valid",
+    unit: Callable[[Sample], str] = lambda s: s.sample_id,
+    stratum: Callable[[Sample], str] = lambda s: "",
+) -> list[Sample]:
     """Move a seeded `share` of the `source` samples to `target`, in whole units (a unit is an actor, a
     UCF101 group, or one clip), drawn per stratum (e.g. per class) so that every class is represented.
 
@@ -100,8 +107,7 @@ def carve(samples: list[Sample], share: float, seed: int, *, source: str = "trai
         if share > 0 and len(ordered) > 1:
             count = min(max(count, 1), len(ordered) - 1)
         moved.update((key, u) for u in ordered[:count])
-    return [replace(s, split=target) if s.split == source and (stratum(s), unit(s)) in moved else s
-            for s in samples]
+    return [replace(s, split=target) if s.split == source and (stratum(s), unit(s)) in moved else s for s in samples]
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,16 @@ NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 
 
 @ADAPTERS.register("cremad")
-def collect(root: Path, *, lists: Path | None = None, speaker_independent: bool = False, valid_share: float = 0.1,
-            test_share: float = 0.1, seed: int = 0, text: bool = True) -> Collected:
+def collect(
+    root: Path,
+    *,
+    lists: Path | None = None,
+    speaker_independent: bool = False,
+    valid_share: float = 0.1,
+    test_share: float = 0.1,
+    seed: int = 0,
+    text: bool = True,
+) -> Collected:
     check_share("valid_share", valid_share)
     check_share("test_share", test_share)
     out = Collected()

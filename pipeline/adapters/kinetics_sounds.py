@@ -33,8 +33,9 @@ LIST_FILES = {"train": "train.txt", "valid": "val.txt", "test": "test.txt"}
 
 
 @ADAPTERS.register("kinetics-sounds")
-def collect(root: Path, *, lists: Path | None = None, valid_share: float = 0.1, test_share: float = 0.1,
-            seed: int = 0) -> Collected:
+def collect(
+    root: Path, *, lists: Path | None = None, valid_share: float = 0.1, test_share: float = 0.1, seed: int = 0
+) -> Collected:
     check_share("valid_share", valid_share)
     check_share("test_share", test_share)
     out = Collected()

@@ -42,9 +42,12 @@ MODALITY_KEYS = {"text": ("text", "text_bert"), "audio": ("audio",), "video": ("
 LENGTH_KEYS = {"audio": "audio_lengths", "video": "vision_lengths"}
 # What an MMSA file is made of (numpy 1.x and 2.x spell the array module differently); nothing callable else.
 ALLOWED_GLOBALS = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
     ("_codecs", "encode"),  # bytes written by protocol 2
 }
 
@@ -54,21 +57,26 @@ class PickleRefused(PermissionError):
 
 
 def refusal(path: Path) -> str:
-    return (f"{path} is a Python pickle. Loading a pickle can run any code its author hid in it, with your "
-            "permissions. Load only a file you trust (MMSA's own download, checked), then pass --allow-pickle; "
-            "precal then unpickles it admitting numpy arrays, lists, dicts and strings only.")
+    return (
+        f"{path} is a Python pickle. Loading a pickle can run any code its author hid in it, with your "
+        "permissions. Load only a file you trust (MMSA's own download, checked), then pass --allow-pickle; "
+        "precal then unpickles it admitting numpy arrays, lists, dicts and strings only."
+    )
 
 
 def pickle_warning(path: Path) -> str:
-    return (f"unpickling {path} (--allow-pickle): only numpy arrays and plain containers are admitted, "
-            "but a pickle is still code; use files you trust")
+    return (
+        f"unpickling {path} (--allow-pickle): only numpy arrays and plain containers are admitted, "
+        "but a pickle is still code; use files you trust"
+    )
 
 
 class ArraysOnly(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing {module}.{name}: an MMSA feature file holds only numpy arrays, "
-                                         "lists, dicts and strings")
+            raise pickle.UnpicklingError(
+                f"refusing {module}.{name}: an MMSA feature file holds only numpy arrays, lists, dicts and strings"
+            )
         return super().find_class(module, name)
 
 
@@ -91,8 +99,16 @@ def load_mmsa(path: Path, *, allow_pickle: bool = False) -> dict:
     return {s: data[s] for s in splits}
 
 
-def import_mmsa_features(path: str | Path, out: str | Path, store: str | Path, *, allow_pickle: bool = False,
-                         dtype: str = "float32", shard_size: int = 1000, progress: bool = True) -> ImportReport:
+def import_mmsa_features(
+    path: str | Path,
+    out: str | Path,
+    store: str | Path,
+    *,
+    allow_pickle: bool = False,
+    dtype: str = "float32",
+    shard_size: int = 1000,
+    progress: bool = True,
+) -> ImportReport:
     """Write the file's features into `store` and a manifest of its samples to `out`."""
     path, out, store = Path(path).resolve(), Path(out).resolve(), Path(store).resolve()
     data = load_mmsa(path, allow_pickle=allow_pickle)
@@ -102,8 +118,15 @@ def import_mmsa_features(path: str | Path, out: str | Path, store: str | Path, *
     write_manifest([manifest_row(sample, out.parent) for _, _, sample in places], out)
     manifest = read_manifest(out, allow_outside_root=True)  # hashes exactly as pack will compute them
     source = sha256_file(path)
-    report = ImportReport("mmsa", out, {s: sum(p[0] == s for p in places) for s in SPLITS}, None,
-                          collected.skipped, collected.incomplete, collected.notes)
+    report = ImportReport(
+        "mmsa",
+        out,
+        {s: sum(p[0] == s for p in places) for s in SPLITS},
+        None,
+        collected.skipped,
+        collected.incomplete,
+        collected.notes,
+    )
     with store_lock(store):
         files = FileHashCache(Store(store).file_hashes)
         for modality, key in keys.items():
@@ -119,19 +142,23 @@ def import_mmsa_features(path: str | Path, out: str | Path, store: str | Path, *
             report.selection[modality] = fingerprint
         files.save()
     if not path.is_relative_to(out.parent):
-        report.notes.append(f"{path.name} lies outside the manifest's folder: read the manifest with "
-                            "allow_outside_root (--allow-outside-root) to pack it")
+        report.notes.append(
+            f"{path.name} lies outside the manifest's folder: read the manifest with "
+            "allow_outside_root (--allow-outside-root) to pack it"
+        )
     return report
 
 
-def import_and_pack(path: str | Path, out: str | Path, store: str | Path, *, allow_pickle: bool = False,
-                    progress: bool = True) -> ImportReport:
+def import_and_pack(
+    path: str | Path, out: str | Path, store: str | Path, *, allow_pickle: bool = False, progress: bool = True
+) -> ImportReport:
     """Import, then pack the imported features (`precal pack` selects by encoder, which these lack)."""
     report = import_mmsa_features(path, out, store, allow_pickle=allow_pickle, progress=progress)
     store = Path(store).resolve()
     with store_lock(store):
-        packed = pack(store, read_manifest(out, allow_outside_root=True), report.selection, task="regression",
-                      progress=progress)
+        packed = pack(
+            store, read_manifest(out, allow_outside_root=True), report.selection, task="regression", progress=progress
+        )
     report.pack = packed.path
     return report
 
@@ -172,10 +199,20 @@ def plan_samples(data: dict, path: Path, keys: dict[str, str], collected: Collec
             seen.add(sample_id)
             text = str(texts[i]).strip() if texts is not None else ""
             # str() of a float32 is its shortest exact form: 0.6, not 0.6000000238418579
-            places.append((split, i, Sample(sample_id, split, float(str(labels[i])),
-                                            video=path if "video" in keys else None,
-                                            audio=path if "audio" in keys else None,
-                                            text=(text or str(raw_id)) if "text" in keys else None)))
+            places.append(
+                (
+                    split,
+                    i,
+                    Sample(
+                        sample_id,
+                        split,
+                        float(str(labels[i])),
+                        video=path if "video" in keys else None,
+                        audio=path if "audio" in keys else None,
+                        text=(text or str(raw_id)) if "text" in keys else None,
+                    ),
+                )
+            )
     return places
 
 
@@ -187,9 +224,15 @@ def mmsa_sample_id(raw_id: str) -> str:
 
 def done(store: Path, modality: str, fingerprint: str, digests: dict[str, str]) -> set[str]:
     """Samples whose features from this file are already in the store (a re-run writes only the rest)."""
-    return {r["sample_id"] for r in Catalog(store).latest()
-            if r["modality"] == modality and r["fingerprint"] == fingerprint and r["status"] == "ok"
-            and r["content_hash"] == digests.get(r["sample_id"]) and Store(store).shard_path(r["shard"]).is_file()}
+    return {
+        r["sample_id"]
+        for r in Catalog(store).latest()
+        if r["modality"] == modality
+        and r["fingerprint"] == fingerprint
+        and r["status"] == "ok"
+        and r["content_hash"] == digests.get(r["sample_id"])
+        and Store(store).shard_path(r["shard"]).is_file()
+    }
 
 
 def features(part: dict, modality: str, key: str, index: int) -> tuple[np.ndarray, int]:
@@ -209,8 +252,14 @@ def features(part: dict, modality: str, key: str, index: int) -> tuple[np.ndarra
     return array[: min(max(steps, 1), len(array))], int(bad.sum())
 
 
-def write_modality(writer: FeatureWriter, data: dict, key: str, todo: list[tuple[str, int, Sample]],
-                   digests: dict[str, str], progress: bool) -> int:
+def write_modality(
+    writer: FeatureWriter,
+    data: dict,
+    key: str,
+    todo: list[tuple[str, int, Sample]],
+    digests: dict[str, str],
+    progress: bool,
+) -> int:
     """Every clip of `todo` through the writer (a shard committed before its catalog rows); returns how
     many non-finite values were set to 0."""
     modality, replaced = writer.features.modality, 0

@@ -37,8 +37,9 @@ GROUP = re.compile(r"_(g\d+)_c\d+$")
 
 
 @ADAPTERS.register("ucf101")
-def collect(root: Path, *, lists: Path | None = None, split_number: int = 1, valid_share: float = 0.1,
-            seed: int = 0) -> Collected:
+def collect(
+    root: Path, *, lists: Path | None = None, split_number: int = 1, valid_share: float = 0.1, seed: int = 0
+) -> Collected:
     if split_number not in SPLIT_NUMBERS:
         raise ValueError(f"split_number must be one of {SPLIT_NUMBERS}, got {split_number}")
     check_share("valid_share", valid_share)
@@ -72,8 +73,14 @@ def class_index(path: Path) -> dict[str, str]:
     return classes
 
 
-def to_sample(entry: ListEntry, split: str, videos: dict[str, Path], classes: dict[str, str],
-              taken: dict[str, Sample], out: Collected) -> Sample | None:
+def to_sample(
+    entry: ListEntry,
+    split: str,
+    videos: dict[str, Path],
+    classes: dict[str, str],
+    taken: dict[str, Sample],
+    out: Collected,
+) -> Sample | None:
     if not inside(entry.path) or len(PurePosixPath(entry.path).parts) != 2:
         out.skip(BAD_ROW, entry.where, f"{entry.path!r} is not <class>/<video>.avi under the root")
         return None
@@ -82,8 +89,9 @@ def to_sample(entry: ListEntry, split: str, videos: dict[str, Path], classes: di
         out.skip(UNKNOWN_LABEL, entry.where, f"class {label!r} is not in classInd.txt")
         return None
     if entry.index is not None and entry.index != classes[label]:
-        out.skip(UNKNOWN_LABEL, entry.where, f"class number {entry.index}, but classInd.txt numbers {label} "
-                 f"{classes[label]}")
+        out.skip(
+            UNKNOWN_LABEL, entry.where, f"class number {entry.index}, but classInd.txt numbers {label} {classes[label]}"
+        )
         return None
     if entry.path not in videos:
         out.skip(MISSING, entry.path, entry.where)

@@ -21,6 +21,19 @@ app = typer.Typer(
 )
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(server_app, name="server")
-for command in (extract.extract, store.status, store.verify, store.gc, extract.pack, run.demo, train.train,
-                train.evaluate, train.experiment, train.analyse, run.run, run.schedule, extract.encoders):
+for command in (
+    extract.extract,
+    store.status,
+    store.verify,
+    store.gc,
+    extract.pack,
+    run.demo,
+    train.train,
+    train.evaluate,
+    train.experiment,
+    train.analyse,
+    run.run,
+    run.schedule,
+    extract.encoders,
+):
     app.command()(command)

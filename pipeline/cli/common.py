@@ -82,8 +82,15 @@ def print_extraction(report: dict) -> None:
     for column in ("modality", "encoder", "ok", "failed", "skipped", "shards", "seconds"):
         table.add_column(column)
     for s in report["modalities"]:
-        table.add_row(s["modality"], s["encoder"], str(s["ok"]), str(s["failed"]), str(s["skipped"]),
-                      str(s["shards_written"]), f"{s['seconds']:.1f}")
+        table.add_row(
+            s["modality"],
+            s["encoder"],
+            str(s["ok"]),
+            str(s["failed"]),
+            str(s["skipped"]),
+            str(s["shards_written"]),
+            f"{s['seconds']:.1f}",
+        )
     console.print(table)
     for s in report["modalities"]:
         for line in s["errors"][:10]:

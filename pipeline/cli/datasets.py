@@ -25,8 +25,9 @@ def avdigits(
     from pipeline.datasets.avdigits import build_avdigits
 
     try:
-        manifest = build_avdigits(fsdd=fsdd, mnist=mnist, out=out, per_class=per_class, seed=seed,
-                                  perturb_share=perturb_share)
+        manifest = build_avdigits(
+            fsdd=fsdd, mnist=mnist, out=out, per_class=per_class, seed=seed, perturb_share=perturb_share
+        )
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     console.print(f"wrote {manifest}")
@@ -34,24 +35,35 @@ def avdigits(
 
 @datasets_app.command("import")
 def import_(
-    name: str = typer.Argument(..., help="cremad, ave, mosi, mosei, kinetics-sounds, ucf101, or mmsa "
-                               "(an MMSA feature .pkl)."),
+    name: str = typer.Argument(
+        ..., help="cremad, ave, mosi, mosei, kinetics-sounds, ucf101, or mmsa (an MMSA feature .pkl)."
+    ),
     root: Path = typer.Argument(..., help="The data set's folder as downloaded (for mmsa: the .pkl file)."),
-    out: Path = typer.Option(..., help="Manifest to write (.csv, .jsonl or .parquet); inside ROOT keeps media "
-                             "paths inside its folder."),
-    lists: Path | None = typer.Option(None, help="Folder of split lists: CREMA-D train.csv/test.csv (default: a "
-                                         "seeded split); Kinetics-Sounds train.txt/val.txt/test.txt (default ROOT); "
-                                         "UCF101 classInd.txt, train/testlistNN.txt (default ROOT/ucfTrainTestlist)."),
+    out: Path = typer.Option(
+        ..., help="Manifest to write (.csv, .jsonl or .parquet); inside ROOT keeps media paths inside its folder."
+    ),
+    lists: Path | None = typer.Option(
+        None,
+        help="Folder of split lists: CREMA-D train.csv/test.csv (default: a "
+        "seeded split); Kinetics-Sounds train.txt/val.txt/test.txt (default ROOT); "
+        "UCF101 classInd.txt, train/testlistNN.txt (default ROOT/ucfTrainTestlist).",
+    ),
     split_number: int | None = typer.Option(None, help="UCF101: official split 1, 2 or 3 (default 1)."),
-    speaker_independent: bool = typer.Option(False, "--speaker-independent", help="CREMA-D: draw test and valid by "
-                                             "whole actors, so no voice is in two splits."),
+    speaker_independent: bool = typer.Option(
+        False,
+        "--speaker-independent",
+        help="CREMA-D: draw test and valid by whole actors, so no voice is in two splits.",
+    ),
     valid_share: float | None = typer.Option(None, help="Share of train moved to valid (seeded; default 0.1)."),
     test_share: float | None = typer.Option(None, help="Share moved to test where no list fixes it (default 0.1)."),
     seed: int | None = typer.Option(None, help="Seed of every drawn split (default 0)."),
     no_text: bool = typer.Option(False, "--no-text", help="CREMA-D: leave out the text (each clip's fixed sentence)."),
     store: Path | None = typer.Option(None, help="mmsa: feature store to import the features into (and pack)."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="mmsa: allow unpickling the .pkl. A pickle can "
-                                      "run code: only for files you trust."),
+    allow_pickle: bool = typer.Option(
+        False,
+        "--allow-pickle",
+        help="mmsa: allow unpickling the .pkl. A pickle can run code: only for files you trust.",
+    ),
     report: Path | None = typer.Option(None, help="Also write the full report (every unmapped item) as JSON."),
 ):
     """Map a benchmark's own layout to a manifest, and list what could not be mapped.
@@ -68,8 +80,15 @@ def import_(
     from pipeline.adapters import import_dataset, preset_path, summary_lines
     from pipeline.adapters.mmsa_features import import_and_pack, pickle_warning
 
-    given = {"lists": lists, "split_number": split_number, "valid_share": valid_share, "test_share": test_share,
-             "seed": seed, "speaker_independent": speaker_independent or None, "text": False if no_text else None}
+    given = {
+        "lists": lists,
+        "split_number": split_number,
+        "valid_share": valid_share,
+        "test_share": test_share,
+        "seed": seed,
+        "speaker_independent": speaker_independent or None,
+        "text": False if no_text else None,
+    }
     options = {k: v for k, v in given.items() if v is not None}
     if name == "mmsa" and (options or store is None):
         fail("mmsa takes --store (the feature store to import into) and --allow-pickle, and no split options")

@@ -42,9 +42,19 @@ def extract(
     from pipeline.extract_chunks import nothing_to_extract, start_decoding_server
     from pipeline.stages import StageError, check_failures
 
-    config = extract_config(modality, encoder, option, dtype=dtype, batch_size=batch_size, num_workers=workers,
-                            device=device, shard_size=shard_size, max_failed=max_failed, retry_failed=retry_failed,
-                            allow_outside_root=allow_outside_root)
+    config = extract_config(
+        modality,
+        encoder,
+        option,
+        dtype=dtype,
+        batch_size=batch_size,
+        num_workers=workers,
+        device=device,
+        shard_size=shard_size,
+        max_failed=max_failed,
+        retry_failed=retry_failed,
+        allow_outside_root=allow_outside_root,
+    )
     samples = load_manifest(manifest, allow_outside_root)
     report = run_guarded(lambda: nothing_to_extract(samples, store, config, wait))
     if report is None:
@@ -76,8 +86,9 @@ def pack(
     samples = load_manifest(manifest, allow_outside_root)
     result = run_guarded(lambda: pack_store(store, samples, selection_for(store, config)))
     if result.rebuilt:
-        console.print(f"[yellow]the pack under this id was damaged ({result.rebuilt}): rebuilt it[/yellow]",
-                      soft_wrap=True)
+        console.print(
+            f"[yellow]the pack under this id was damaged ({result.rebuilt}): rebuilt it[/yellow]", soft_wrap=True
+        )
     verb = "wrote" if result.created else "already packed"
     console.print(f"{verb} {result.path} ({', '.join(f'{k}: {v}' for k, v in result.counts.items())})")
     if result.dropped:

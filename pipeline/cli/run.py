@@ -17,8 +17,9 @@ ADDRESS_HELP = "Dask scheduler to run chunks on, tcp://HOST:PORT (with --runner 
 CONFIG_HELP = "Pipeline config (YAML/JSON): manifest, store, out, extract {...}, train {experiment grid}."
 
 
-def pipeline_options(config: Path, stages: str | None, modality: list[str] | None, runner: str,
-                     address: str | None) -> dict:
+def pipeline_options(
+    config: Path, stages: str | None, modality: list[str] | None, runner: str, address: str | None
+) -> dict:
     """Check the config and choices before any work starts; the flow's parameters."""
     from pipeline.config import ConfigError, load_pipeline_config
     from pipeline.stages import prepare_run
@@ -42,9 +43,12 @@ def run(
     runner: str = typer.Option("default", help=RUNNER_HELP),
     address: str | None = typer.Option(None, help=ADDRESS_HELP),
     wait: float = typer.Option(0.0, help="Seconds to wait for another process holding the store's lock."),
-    export_experiment: Path | None = typer.Option(None, help="Only write the experiment config the train stage "
-                                                     "would run (recorded pack, keyed run folder) to this YAML file, "
-                                                     "to launch it with torchrun; then exit."),
+    export_experiment: Path | None = typer.Option(
+        None,
+        help="Only write the experiment config the train stage "
+        "would run (recorded pack, keyed run folder) to this YAML file, "
+        "to launch it with torchrun; then exit.",
+    ),
 ):
     """Run the pipeline on CONFIG as one Prefect flow: extract -> pack -> train -> evaluate.
 
@@ -131,21 +135,25 @@ def schedule(
     if interval is not None and interval <= 0:
         fail("--interval must be a positive number of seconds")
     if not PREFECT_API_URL.value():
-        fail("no Prefect server is configured. Start one with `precal server start` (or point "
-             "PREFECT_API_URL at your own server), then run this again")
+        fail(
+            "no Prefect server is configured. Start one with `precal server start` (or point "
+            "PREFECT_API_URL at your own server), then run this again"
+        )
     options = pipeline_options(config, stages, modality, runner, address)
     try:
         serve_pipeline(config, name=name or config.stem, cron=cron, interval=interval, parameters=options)
     except ValueError as err:  # e.g. a cron expression Prefect cannot read
         fail(str(err))
     except httpx.HTTPError as err:
-        fail(f"cannot reach the Prefect server at {PREFECT_API_URL.value()} ({err}); "
-             "is `prefect server start` running?")
+        fail(
+            f"cannot reach the Prefect server at {PREFECT_API_URL.value()} ({err}); is `prefect server start` running?"
+        )
 
 
 def demo(
-    workdir: Path = typer.Option(Path("precal-demo"),
-                                 help="Folder for the store, packed shards, runs and metrics.json."),
+    workdir: Path = typer.Option(
+        Path("precal-demo"), help="Folder for the store, packed shards, runs and metrics.json."
+    ),
 ):
     """Run the whole pipeline on the bundled AV-digits sample (offline, a few minutes on CPU).
 
@@ -163,9 +171,11 @@ def demo(
 
 
 def print_robustness(variants: dict) -> None:
-    table = Table(title="Trained with corruption augmentation, tested on the clean test samples and on the same "
-                        "recordings with one modality perturbed in each (accuracy; AUROC: the calibration's scales "
-                        "find the perturbed modality, 0.5 = chance)")
+    table = Table(
+        title="Trained with corruption augmentation, tested on the clean test samples and on the same "
+        "recordings with one modality perturbed in each (accuracy; AUROC: the calibration's scales "
+        "find the perturbed modality, 0.5 = chance)"
+    )
     for column in ("variant", "runs", "clean", "perturbed", "AUROC"):
         table.add_column(column)
 

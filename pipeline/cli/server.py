@@ -49,8 +49,10 @@ def stop():
         state = stop_server()
     except ServerError as err:
         fail(str(err), code=1)
-    said = {"running": f"stopped the server at {state.url} (pid {state.pid})",
-            "not answering": f"stopped pid {state.pid}, which no longer answered at {state.url}",
-            "died": f"the server (pid {state.pid}) had already stopped; removed its record",
-            "not running": "no server was running"}
+    said = {
+        "running": f"stopped the server at {state.url} (pid {state.pid})",
+        "not answering": f"stopped pid {state.pid}, which no longer answered at {state.url}",
+        "died": f"the server (pid {state.pid}) had already stopped; removed its record",
+        "not running": "no server was running",
+    }
     console.print(said[state.state], soft_wrap=True, highlight=False)

@@ -32,8 +32,14 @@ def status(
     for column in ("modality", "encoder", "fingerprint", "ok", "failed", "missing"):
         table.add_column(column)
     for row in info["features"]:
-        table.add_row(row["modality"], row["encoder"], row["fingerprint"], str(row["ok"]), str(row["failed"]),
-                      f"[red]{row['missing']}[/red]" if row["missing"] else "0")
+        table.add_row(
+            row["modality"],
+            row["encoder"],
+            row["fingerprint"],
+            str(row["ok"]),
+            str(row["failed"]),
+            f"[red]{row['missing']}[/red]" if row["missing"] else "0",
+        )
     console.print(table)
     console.print(f"packs: {', '.join(info['packs']) or 'none'}")
     if failed:
@@ -46,8 +52,11 @@ def verify(
     repair: bool = typer.Option(False, help="Re-extract what a bad or missing shard held (needs --manifest)."),
     manifest: str | None = typer.Option(None, help="The manifest the store was extracted from (for --repair)."),
     allow_outside_root: bool = typer.Option(False, help=OUTSIDE_ROOT_HELP),
-    trust_remote_code: bool = typer.Option(False, help="For --repair: allow an encoder recorded with "
-                                           "trust_remote_code to run the Python code shipped with its model."),
+    trust_remote_code: bool = typer.Option(
+        False,
+        help="For --repair: allow an encoder recorded with "
+        "trust_remote_code to run the Python code shipped with its model.",
+    ),
 ):
     """Check every shard against the sha256 recorded in the catalog, and every pack's shards against its
     pack.json, and name each bad one."""
@@ -92,8 +101,11 @@ def verify_packs(store: str) -> int:
     results = check_packs(store)
     bad = {pack_id: reason for pack_id, reason in results.items() if reason}
     for pack_id, reason in sorted(bad.items()):
-        console.print(f"[red]bad pack[/red] packed/{pack_id}: {reason} (`precal pack` with the same manifest "
-                      "and encoders rebuilds it)", soft_wrap=True)
+        console.print(
+            f"[red]bad pack[/red] packed/{pack_id}: {reason} (`precal pack` with the same manifest "
+            "and encoders rebuilds it)",
+            soft_wrap=True,
+        )
     console.print(f"{len(results)} packs checked, {len(bad)} bad")
     return len(bad)
 
@@ -101,8 +113,10 @@ def verify_packs(store: str) -> int:
 def gc(
     store: str = typer.Option(..., help="Feature store: a folder or a URL (s3://bucket/store)."),
     dry_run: bool = typer.Option(False, help="Only list what would be removed."),
-    set_aside_damaged: bool = typer.Option(False, help="Rename unreadable catalog parts to *.damaged (their "
-                                           "samples are extracted again) instead of stopping."),
+    set_aside_damaged: bool = typer.Option(
+        False,
+        help="Rename unreadable catalog parts to *.damaged (their samples are extracted again) instead of stopping.",
+    ),
 ):
     """Remove shards nothing references, temporaries left by crashes; compact the catalog."""
     from storage.lock import store_lock

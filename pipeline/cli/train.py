@@ -42,8 +42,9 @@ def evaluate(
 
 def experiment(
     config: Path = typer.Argument(..., help="Experiment config: pack(s), backbones, methods, seeds, train options."),
-    analyse_runs: bool = typer.Option(True, "--analyse/--no-analyse",
-                                      help="Analyse every run afterwards (report.html)."),
+    analyse_runs: bool = typer.Option(
+        True, "--analyse/--no-analyse", help="Analyse every run afterwards (report.html)."
+    ),
     manifest: Path | None = typer.Option(None, help="Source manifest, for raw-level corruption in the analysis."),
 ):
     """Run a grid (backbones x methods x seeds); write results.json and results.md (mean and std over seeds),
@@ -83,21 +84,34 @@ def run_protocol_preset(config: Path) -> None:
     except ConfigError as err:
         fail(str(err))
     for v in results["verdicts"]:
-        console.print(f"{v['regime']} / {v['backbone']} / {v['method']}: AUROC on pert {v['auroc_pert']}; against "
-                      f"{v['baseline']}, pert {v['pert_vs_baseline']}, clean {v['clean_vs_baseline']}", soft_wrap=True)
+        console.print(
+            f"{v['regime']} / {v['backbone']} / {v['method']}: AUROC on pert {v['auroc_pert']}; against "
+            f"{v['baseline']}, pert {v['pert_vs_baseline']}, clean {v['clean_vs_baseline']}",
+            soft_wrap=True,
+        )
     console.print(f"results: {protocol.out / 'results.md'}")
 
 
 def analyse(
-    run: Path = typer.Argument(..., help="A training run folder (metrics.json + best.pt) or an experiment folder "
-                               "holding several runs (each is analysed, plus a table of all)."),
-    manifest: Path | None = typer.Option(None, help="Manifest the pack was built from: enables raw-level "
-                                            "corruption (test media corrupted, re-extracted into the store)."),
-    store: Path | None = typer.Option(None, help="Feature store the pack was made in (default: the store "
-                                         "holding the pack, STORE/packed/<pack-id>)."),
-    perturbations: Path | None = typer.Option(None, help="Perturbation table (sample_id, modality, kind "
-                                                 "clean|conflict|degraded); default: perturbations.csv beside "
-                                                 "--manifest when there is one."),
+    run: Path = typer.Argument(
+        ...,
+        help="A training run folder (metrics.json + best.pt) or an experiment folder "
+        "holding several runs (each is analysed, plus a table of all).",
+    ),
+    manifest: Path | None = typer.Option(
+        None,
+        help="Manifest the pack was built from: enables raw-level "
+        "corruption (test media corrupted, re-extracted into the store).",
+    ),
+    store: Path | None = typer.Option(
+        None, help="Feature store the pack was made in (default: the store holding the pack, STORE/packed/<pack-id>)."
+    ),
+    perturbations: Path | None = typer.Option(
+        None,
+        help="Perturbation table (sample_id, modality, kind "
+        "clean|conflict|degraded); default: perturbations.csv beside "
+        "--manifest when there is one.",
+    ),
     severities: str = typer.Option("1..5", help="Corruption severities, a range (1..5) or a list (1,3,5)."),
     no_raw: bool = typer.Option(False, "--no-raw", help="Feature-level corruption only, even with --manifest."),
     workers: int = typer.Option(1, help="Decoding worker processes when re-extracting raw variants."),
@@ -125,9 +139,18 @@ def analyse(
     if manifest is not None and not manifest.is_file():
         fail(f"--manifest {manifest}: no such file")
     try:
-        result = run_guarded(lambda: run_analysis(run, manifest=manifest, store=store, perturbations=perturbations,
-                                                  severities=chosen, raw=not no_raw, num_workers=workers,
-                                                  tsne_points=tsne_points))
+        result = run_guarded(
+            lambda: run_analysis(
+                run,
+                manifest=manifest,
+                store=store,
+                perturbations=perturbations,
+                severities=chosen,
+                raw=not no_raw,
+                num_workers=workers,
+                tsne_points=tsne_points,
+            )
+        )
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     for note in result.get("notes", []):

@@ -41,9 +41,18 @@ SAMPLE_SPLIT_SHARES = {"train": 0.6, "valid": 0.2, "test": 0.2}
 SAMPLE_SEED = 0
 
 
-def build_avdigits(fsdd: str | Path, mnist: str | Path, out: str | Path, *, per_class: int | None = None,
-                   seed: int = 0, perturb_share: float = 0.3, split_shares: dict[str, float] | None = None,
-                   splits: tuple[str, ...] = SPLITS, progress: bool = True) -> Path:
+def build_avdigits(
+    fsdd: str | Path,
+    mnist: str | Path,
+    out: str | Path,
+    *,
+    per_class: int | None = None,
+    seed: int = 0,
+    perturb_share: float = 0.3,
+    split_shares: dict[str, float] | None = None,
+    splits: tuple[str, ...] = SPLITS,
+    progress: bool = True,
+) -> Path:
     """Write clips, manifest.csv, perturbations.csv and LICENSES.md under `out`; return the manifest path.
     `splits` keeps only those splits (planned as in the whole build, so the same seed gives the same samples).
 
@@ -51,8 +60,9 @@ def build_avdigits(fsdd: str | Path, mnist: str | Path, out: str | Path, *, per_
     """
     recordings = find_recordings(fsdd)
     images, labels = load_mnist(mnist)
-    plan = plan_avdigits(recordings, labels, per_class=per_class, seed=seed, perturb_share=perturb_share,
-                         split_shares=split_shares)
+    plan = plan_avdigits(
+        recordings, labels, per_class=per_class, seed=seed, perturb_share=perturb_share, split_shares=split_shares
+    )
     plan = [s for s in plan if s.split in splits]
     out = Path(out)
     (out / CLIPS_DIR).mkdir(parents=True, exist_ok=True)
@@ -89,23 +99,32 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[tuple]) -> Path:
 
 # ----------------------------------------------------------------------------- the bundled sample
 
+
 def bundled_sample_dir(perturbed: bool = False) -> Path:
     """The AV-digits sample shipped inside the package (manifest.csv, clips/, LICENSES.md); `perturbed`: its
     test split again with one modality perturbed in every sample (`avdigits-pert`, for the demo)."""
     return Path(str(resources.files("pipeline") / "sample" / ("avdigits-pert" if perturbed else "avdigits")))
 
 
-def build_sample(data_dir: str | Path | None = None, out: str | Path | None = None, *, perturbed: bool = False,
-                 progress: bool = True) -> Path:
+def build_sample(
+    data_dir: str | Path | None = None, out: str | Path | None = None, *, perturbed: bool = False, progress: bool = True
+) -> Path:
     """Rebuild the bundled sample from the real data (default: `../shared/data` beside the checkout);
     `perturbed`: the same seed's test split with perturb share 1.0 (the same recordings and images)."""
     data_dir = Path(data_dir) if data_dir else Path(__file__).resolve().parents[2].parent / "shared" / "data"
     out = Path(out) if out else bundled_sample_dir(perturbed)
     shutil.rmtree(out / CLIPS_DIR, ignore_errors=True)  # clips of an older sample must not linger
-    return build_avdigits(data_dir / "fsdd" / "recordings", data_dir / "mnist" / "mnist_5k.csv.gz", out,
-                          per_class=SAMPLE_PER_CLASS, seed=SAMPLE_SEED, split_shares=SAMPLE_SPLIT_SHARES,
-                          perturb_share=1.0 if perturbed else 0.3, splits=("test",) if perturbed else SPLITS,
-                          progress=progress)
+    return build_avdigits(
+        data_dir / "fsdd" / "recordings",
+        data_dir / "mnist" / "mnist_5k.csv.gz",
+        out,
+        per_class=SAMPLE_PER_CLASS,
+        seed=SAMPLE_SEED,
+        split_shares=SAMPLE_SPLIT_SHARES,
+        perturb_share=1.0 if perturbed else 0.3,
+        splits=("test",) if perturbed else SPLITS,
+        progress=progress,
+    )
 
 
 LICENSES_MD = """\

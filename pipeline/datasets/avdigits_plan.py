@@ -65,10 +65,15 @@ class PlannedSample:
     snr_db: int | None = None
 
 
-
-def plan_avdigits(recordings: list[Recording], mnist_labels: np.ndarray, *, per_class: int | None = None,
-                  seed: int = 0, perturb_share: float = 0.3,
-                  split_shares: dict[str, float] | None = None) -> list[PlannedSample]:
+def plan_avdigits(
+    recordings: list[Recording],
+    mnist_labels: np.ndarray,
+    *,
+    per_class: int | None = None,
+    seed: int = 0,
+    perturb_share: float = 0.3,
+    split_shares: dict[str, float] | None = None,
+) -> list[PlannedSample]:
     """Decide every sample: recording, image, transcript, perturbation, render seed. Deterministic by seed.
 
     `per_class` samples per digit (None: every recording) are spread over the splits by `split_shares`
@@ -85,8 +90,10 @@ def plan_avdigits(recordings: list[Recording], mnist_labels: np.ndarray, *, per_
     pools = mnist_partition(mnist_labels)
     images = _assign_images(chosen, pools, image_rng)
     perturbed = _choose_perturbed(chosen, perturb_share, sample_rng)
-    return [_plan_sample(rec, image, i in perturbed, by_cell, pools, sample_rng)
-            for i, (rec, image) in enumerate(zip(chosen, images))]
+    return [
+        _plan_sample(rec, image, i in perturbed, by_cell, pools, sample_rng)
+        for i, (rec, image) in enumerate(zip(chosen, images))
+    ]
 
 
 def _group_by_digit_and_split(recordings: list[Recording]) -> dict[tuple[int, str], list[Recording]]:
@@ -115,8 +122,10 @@ def _choose_recordings(by_cell, per_class, split_shares, rng) -> list[Recording]
     for digit in DIGITS:
         available = {s: len(by_cell[digit, s]) for s in SPLITS}
         if per_class is not None and per_class > sum(available.values()):
-            raise DatasetError(f"per-class {per_class} asks for more samples of digit {digit} than the "
-                               f"{sum(available.values())} FSDD recordings found")
+            raise DatasetError(
+                f"per-class {per_class} asks for more samples of digit {digit} than the "
+                f"{sum(available.values())} FSDD recordings found"
+            )
         counts = available if per_class is None else _split_counts(per_class, available, split_shares)
         for split in SPLITS:
             cell = by_cell[digit, split]
@@ -131,8 +140,10 @@ def _assign_images(chosen: list[Recording], pools, rng) -> list[int]:
     for (digit, split), pool in pools.items():
         members = [i for i, rec in enumerate(chosen) if rec.digit == digit and rec.split == split]
         if len(members) > len(pool):
-            raise DatasetError(f"MNIST has {len(pool)} images of digit {digit} for the {split} split, "
-                               f"{len(members)} samples need one each; lower --per-class")
+            raise DatasetError(
+                f"MNIST has {len(pool)} images of digit {digit} for the {split} split, "
+                f"{len(members)} samples need one each; lower --per-class"
+            )
         for i, row in zip(members, rng.choice(pool, size=len(members), replace=False)):
             images[i] = int(row)
     return images
@@ -150,9 +161,16 @@ def _choose_perturbed(chosen: list[Recording], share: float, rng) -> set[int]:
 
 def _plan_sample(rec: Recording, image: int, perturbed: bool, by_cell, pools, rng) -> PlannedSample:
     template = TEMPLATES[rng.integers(len(TEMPLATES))]
-    sample = PlannedSample(sample_id=rec.path.stem, split=rec.split, label=rec.digit, speech=rec,
-                           mnist_row=image, text=template.format(word=DIGIT_WORDS[rec.digit]),
-                           perturbation=Perturbation(), render_seed=int(rng.integers(2**31)))
+    sample = PlannedSample(
+        sample_id=rec.path.stem,
+        split=rec.split,
+        label=rec.digit,
+        speech=rec,
+        mnist_row=image,
+        text=template.format(word=DIGIT_WORDS[rec.digit]),
+        perturbation=Perturbation(),
+        render_seed=int(rng.integers(2**31)),
+    )
     if not perturbed:
         return sample
     modality, kind = PERTURBED_MODALITIES[rng.integers(3)], KINDS[rng.integers(2)]

@@ -28,8 +28,9 @@ def load_speech(path: Path) -> np.ndarray:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
     try:
         with av.open(str(path)) as container:
-            chunks = [f.to_ndarray().reshape(-1)
-                      for frame in container.decode(audio=0) for f in resampler.resample(frame)]
+            chunks = [
+                f.to_ndarray().reshape(-1) for frame in container.decode(audio=0) for f in resampler.resample(frame)
+            ]
             chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     except (av.FFmpegError, IndexError) as err:
         reason = getattr(err, "strerror", None) or err  # FFmpeg's message without the path repeated
@@ -46,7 +47,7 @@ def clip_audio(speech: np.ndarray) -> np.ndarray:
     length = -(-length // SAMPLES_PER_FRAME) * SAMPLES_PER_FRAME
     audio = np.zeros(length, np.float32)
     start = (length - len(speech)) // 2
-    audio[start:start + len(speech)] = speech
+    audio[start : start + len(speech)] = speech
     return audio
 
 
@@ -69,7 +70,7 @@ def digit_path(n_frames: int, rng) -> np.ndarray:
 def moving_digit(image: np.ndarray, corners: np.ndarray) -> np.ndarray:
     frames = np.zeros((len(corners), CANVAS, CANVAS), np.uint8)
     for frame, (y, x) in zip(frames, corners):
-        frame[y:y + DIGIT_SIZE, x:x + DIGIT_SIZE] = image
+        frame[y : y + DIGIT_SIZE, x : x + DIGIT_SIZE] = image
     return frames
 
 
@@ -80,7 +81,7 @@ def degrade_video(frames: np.ndarray, corners: np.ndarray, how: str, rng) -> np.
     # A grey block that follows the digit and hides its middle 20x20 pixels in every frame.
     occluded, margin = frames.copy(), (DIGIT_SIZE - 20) // 2
     for frame, (y, x) in zip(occluded, corners):
-        frame[y + margin:y + margin + 20, x + margin:x + margin + 20] = 128
+        frame[y + margin : y + margin + 20, x + margin : x + margin + 20] = 128
     return occluded
 
 

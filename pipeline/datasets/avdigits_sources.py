@@ -74,8 +74,9 @@ def load_mnist(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     # Five per digit is the least that gives every split at least one image of every digit.
     counts = np.bincount(labels, minlength=10)
     if counts.min() < 5:
-        raise DatasetError(f"{path}: MNIST needs at least 5 images of every digit, "
-                           f"digit {counts.argmin()} has {counts.min()}")
+        raise DatasetError(
+            f"{path}: MNIST needs at least 5 images of every digit, digit {counts.argmin()} has {counts.min()}"
+        )
     return pixels.reshape(-1, DIGIT_SIZE, DIGIT_SIZE).astype(np.uint8), labels
 
 

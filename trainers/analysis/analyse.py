@@ -8,6 +8,7 @@ of all runs and mean +- std per variant).
 Raw-level corruption needs the media, which trainers never reads: the caller passes a VariantBuilder
 (pipeline/analysis.py builds one from the manifest and the feature store).
 """
+
 from __future__ import annotations
 
 import json
@@ -45,21 +46,33 @@ def analyse(path: Path | str, **options) -> dict:
         return analyse_run(path, **options)
     runs = find_runs(path)
     if not runs:
-        raise FileNotFoundError(f"{path} is neither a finished training run (metrics.json and best.pt) nor an "
-                                "experiment folder holding some (<pack>/<backbone>-<method>/seed-<n>/)")
+        raise FileNotFoundError(
+            f"{path} is neither a finished training run (metrics.json and best.pt) nor an "
+            "experiment folder holding some (<pack>/<backbone>-<method>/seed-<n>/)"
+        )
     results = []
     for run_dir in tqdm(runs, desc="analyse runs", unit="run"):
         pack_id = json.loads((run_dir / "metrics.json").read_text())["pack_id"]
         # Raw variants depend on the pack, not on the run: one set per pack for the whole experiment.
-        results.append(analyse_run(run_dir, variants_dir=path / "analysis" / "variants" / pack_id, publish=False,
-                                   **options))
+        results.append(
+            analyse_run(run_dir, variants_dir=path / "analysis" / "variants" / pack_id, publish=False, **options)
+        )
     return experiment_summary(path, results, options.get("publish", True))
 
 
-def analyse_run(run_dir: Path | str, *, variants: VariantBuilder | None = None,
-                perturbations: Path | str | None = None, severities=SEVERITIES, raw: bool = True,
-                variants_dir: Path | None = None, batch_size: int = 64, tsne_points: int = 1000,
-                publish: bool = True, progress: bool = True) -> dict:
+def analyse_run(
+    run_dir: Path | str,
+    *,
+    variants: VariantBuilder | None = None,
+    perturbations: Path | str | None = None,
+    severities=SEVERITIES,
+    raw: bool = True,
+    variants_dir: Path | None = None,
+    batch_size: int = 64,
+    tsne_points: int = 1000,
+    publish: bool = True,
+    progress: bool = True,
+) -> dict:
     """Every analysis of one run; returns what it writes to analysis.json. Raw-level corruption runs when
     `raw` and a `variants` builder are given."""
     run = load_run(run_dir)
@@ -72,8 +85,10 @@ def analyse_run(run_dir: Path | str, *, variants: VariantBuilder | None = None,
     batches = load_batches(run, split, batch_size=batch_size)
     notes: list[str] = []
     if baseline is None and run.config.method != "none":
-        notes.append("No method-none run of the same pack, backbone and seed was found beside this run: "
-                     "no comparison without calibration.")
+        notes.append(
+            "No method-none run of the same pack, backbone and seed was found beside this run: "
+            "no comparison without calibration."
+        )
     table = read_perturbations(perturbations) if perturbations else None
 
     def stage(name):
@@ -88,8 +103,10 @@ def analyse_run(run_dir: Path | str, *, variants: VariantBuilder | None = None,
     if not raw:
         notes.append("Raw-level corruption was not run (--no-raw): feature-level only.")
     elif variants is None:
-        notes.append("Raw-level corruption needs the manifest the pack was built from (--manifest, and --store "
-                     "when the pack is not inside its store): feature-level only.")
+        notes.append(
+            "Raw-level corruption needs the manifest the pack was built from (--manifest, and --store "
+            "when the pack is not inside its store): feature-level only."
+        )
     else:
         stage("raw-level corruption (variants re-extracted)")
         raw_section, reason = raw_level(runs, batches, variants, run.info, variants_dir or out / "variants")
@@ -99,11 +116,16 @@ def analyse_run(run_dir: Path | str, *, variants: VariantBuilder | None = None,
     dynamics = {label: dynamics_section(r.metrics.get("history", [])) for label, r in runs.items()}
     selected_stats = {}
     if not all(d["statistics_recorded"] for d in dynamics.values()):
-        notes.append("The training loop did not record per-epoch statistics (probe accuracy, gradient norms, scale "
-                     "statistics): they are shown for the selected epoch only. Call "
-                     "trainers.analysis.dynamics.epoch_statistics at the end of each epoch to record them.")
-        selected_stats = {label: epoch_statistics(r.model, load_batches(r, "valid", batch_size=batch_size), "cpu")
-                          for label, r in runs.items() if r.info.count("valid")}
+        notes.append(
+            "The training loop did not record per-epoch statistics (probe accuracy, gradient norms, scale "
+            "statistics): they are shown for the selected epoch only. Call "
+            "trainers.analysis.dynamics.epoch_statistics at the end of each epoch to record them."
+        )
+        selected_stats = {
+            label: epoch_statistics(r.model, load_batches(r, "valid", batch_size=batch_size), "cpu")
+            for label, r in runs.items()
+            if r.info.count("valid")
+        }
     if table is not None:
         removal["ceiling"] = ceiling_section(run, baseline, batches, table)
     stage("detection and pictures")
@@ -111,20 +133,34 @@ def analyse_run(run_dir: Path | str, *, variants: VariantBuilder | None = None,
     detection = None
     if run.calibrated and table is not None:
         detection = detection_metrics(outputs.instance, outputs.present, run.modalities, outputs.sample_ids, table)
-        detection["by_status"] = scale_by_status(outputs.instance, outputs.present, run.modalities,
-                                                 outputs.sample_ids, table)
+        detection["by_status"] = scale_by_status(
+            outputs.instance, outputs.present, run.modalities, outputs.sample_ids, table
+        )
         record_detection(run, detection)
     elif not run.calibrated:
         notes.append("This run has no calibration module: there are no scales to test against perturbations.")
     else:
-        notes.append("No perturbation table (--perturbations, or perturbations.csv beside --manifest): the "
-                     "detection analysis was skipped.")
+        notes.append(
+            "No perturbation table (--perturbations, or perturbations.csv beside --manifest): the "
+            "detection analysis was skipped."
+        )
 
-    result = {"run": str(run.path), "name": run.name, "method": method_label(run), "split": split,
-              "baseline": str(baseline.path) if baseline else None, "test": run.metrics.get("test"),
-              "removal": removal, "feature_corruption": feature, "raw_corruption": raw_section,
-              "dynamics": dynamics, "selected_epoch_statistics": selected_stats, "detection": detection,
-              "perturbations": str(perturbations) if perturbations else None, "notes": notes}
+    result = {
+        "run": str(run.path),
+        "name": run.name,
+        "method": method_label(run),
+        "split": split,
+        "baseline": str(baseline.path) if baseline else None,
+        "test": run.metrics.get("test"),
+        "removal": removal,
+        "feature_corruption": feature,
+        "raw_corruption": raw_section,
+        "dynamics": dynamics,
+        "selected_epoch_statistics": selected_stats,
+        "detection": detection,
+        "perturbations": str(perturbations) if perturbations else None,
+        "notes": notes,
+    }
     doc = build_document(run, result, outputs, table, tsne_points, out / "figures")
     (out / "report.html").write_text(doc.html(), encoding="utf-8")
     summary = doc.markdown()
@@ -135,8 +171,9 @@ def analyse_run(run_dir: Path | str, *, variants: VariantBuilder | None = None,
     return result
 
 
-def raw_level(runs: dict[str, Run], batches, build: VariantBuilder, info: PackInfo,
-              folder: Path) -> tuple[dict | None, str | None]:
+def raw_level(
+    runs: dict[str, Run], batches, build: VariantBuilder, info: PackInfo, folder: Path
+) -> tuple[dict | None, str | None]:
     """Build (or reuse) the raw variants and evaluate them; a reason instead when that cannot be done."""
     sample_ids = [sid for b in batches for sid in b["sample_id"]]
     try:
@@ -144,9 +181,15 @@ def raw_level(runs: dict[str, Run], batches, build: VariantBuilder, info: PackIn
     except (FileNotFoundError, ValueError) as err:
         return None, f"Raw-level corruption skipped: {err}"
     section = raw_corruption(runs, batches, variants)
-    section["variants"] = [{k: v[k] for k in ("kind", "severity", "level", "pack", "cached")} |
-                           {"extraction": {s["modality"]: {k: s[k] for k in ("ok", "failed", "skipped")}
-                                           for s in v["extraction"]["modalities"]}} for v in variants]
+    section["variants"] = [
+        {k: v[k] for k in ("kind", "severity", "level", "pack", "cached")}
+        | {
+            "extraction": {
+                s["modality"]: {k: s[k] for k in ("ok", "failed", "skipped")} for s in v["extraction"]["modalities"]
+            }
+        }
+        for v in variants
+    ]
     return section, None
 
 

@@ -9,6 +9,7 @@ Every sweep draws from a generator seeded by (kind, modality, severity), so the 
 exactly the same corruption. Raw-level variants (media corrupted, then re-extracted) are built by
 pipeline/variants.py; `raw_corruption` evaluates them.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -84,8 +85,12 @@ def feature_corruption(runs: dict[str, Run], batches: list[dict], severities=SEV
                 for label, run in runs.items():
                     values[label].append(evaluate(run, corrupted)[name])
             curves[kind][m] = values
-    return {"metric": name, "severities": [0, *severities],
-            "levels": {k: [LEVELS[k][s - 1] for s in severities] for k in KINDS}, "curves": curves}
+    return {
+        "metric": name,
+        "severities": [0, *severities],
+        "levels": {k: [LEVELS[k][s - 1] for s in severities] for k in KINDS},
+        "curves": curves,
+    }
 
 
 def raw_corruption(runs: dict[str, Run], batches: list[dict], variants: list[dict]) -> dict:
@@ -97,8 +102,15 @@ def raw_corruption(runs: dict[str, Run], batches: list[dict], variants: list[dic
     curves: dict[str, dict] = {}
     for variant in sorted(variants, key=lambda v: (v["kind"], v["severity"])):
         info = read_pack(variant["pack"])
-        entry = curves.setdefault(variant["kind"], {"modality": variant["modality"], "severities": [0], "levels": [],
-                                                    "values": {label: [clean[label]] for label in runs}})
+        entry = curves.setdefault(
+            variant["kind"],
+            {
+                "modality": variant["modality"],
+                "severities": [0],
+                "levels": [],
+                "values": {label: [clean[label]] for label in runs},
+            },
+        )
         entry["severities"].append(variant["severity"])
         entry["levels"].append(variant["level"])
         for label, run in runs.items():

@@ -11,6 +11,7 @@ Lowest share: among the perturbed samples (of kind k) with at least two modaliti
 whose perturbed modality has the lowest scale; a tie for lowest between n modalities counts 1/n, so a
 module that leaves every scale at 1 scores exactly chance (1 / number of modalities).
 """
+
 from __future__ import annotations
 
 import csv
@@ -51,8 +52,9 @@ def lowest_credit(scales: np.ndarray, present: np.ndarray, target: int) -> float
     return 1.0 / len(lowest) if target in lowest else 0.0
 
 
-def detection_metrics(instance, present, modalities: list[str], sample_ids: list[str],
-                      perturbations: dict[str, tuple[str, str]]) -> dict:
+def detection_metrics(
+    instance, present, modalities: list[str], sample_ids: list[str], perturbations: dict[str, tuple[str, str]]
+) -> dict:
     """{"auroc": {kind: x, "all": x}, "lowest_share": {...}, "auroc_within_modality": {m: {...}},
     "auroc_within_modality_mean": {...}, "perturbed_samples": {...}, "chance_lowest": 1/M, "unmatched": n}.
 
@@ -80,22 +82,33 @@ def detection_metrics(instance, present, modalities: list[str], sample_ids: list
         lowest[kind] = float(np.mean(credits)) if credits else None
         counts[kind] = len(credits)
     defined = {kind: [within[m][kind] for m in modalities if within[m][kind] is not None] for kind in auroc}
-    return {"auroc": auroc, "lowest_share": lowest, "auroc_within_modality": within,
-            "auroc_within_modality_mean": {k: float(np.mean(v)) if v else None for k, v in defined.items()},
-            "perturbed_samples": counts, "chance_lowest": 1.0 / len(modalities),
-            "unmatched": sum(sid not in perturbations for sid in sample_ids)}
+    return {
+        "auroc": auroc,
+        "lowest_share": lowest,
+        "auroc_within_modality": within,
+        "auroc_within_modality_mean": {k: float(np.mean(v)) if v else None for k, v in defined.items()},
+        "perturbed_samples": counts,
+        "chance_lowest": 1.0 / len(modalities),
+        "unmatched": sum(sid not in perturbations for sid in sample_ids),
+    }
 
 
-def scale_by_status(instance, present, modalities: list[str], sample_ids: list[str],
-                    perturbations: dict[str, tuple[str, str]]) -> list[dict]:
+def scale_by_status(
+    instance, present, modalities: list[str], sample_ids: list[str], perturbations: dict[str, tuple[str, str]]
+) -> list[dict]:
     """Mean instance scale per modality when it is clean, in conflict, or degraded (for the report)."""
     instance, present = np.asarray(instance, float), np.asarray(present, bool)
     rows = []
     for j, m in enumerate(modalities):
         row = {"modality": m}
         for status in ("clean", *KINDS):
-            values = [instance[i, j] for i, sid in enumerate(sample_ids) if present[i, j] and sid in perturbations
-                      and (perturbations[sid][1] if perturbations[sid][0] == m else "clean") == status]
+            values = [
+                instance[i, j]
+                for i, sid in enumerate(sample_ids)
+                if present[i, j]
+                and sid in perturbations
+                and (perturbations[sid][1] if perturbations[sid][0] == m else "clean") == status
+            ]
             row[status] = float(np.mean(values)) if values else None
             row[f"{status}_count"] = len(values)
         rows.append(row)

@@ -9,6 +9,7 @@
                  over batches (weighted by batch size)
   instance_scale / dimension_scale   mean and std of g_m and of r_m over present samples (calibration only)
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,9 +63,11 @@ def epoch_statistics(model: FusionModel, batches, device: torch.device | str | N
                     dimension[m].append(output.scales["dimension"][m][keep].detach().cpu())
     finally:
         model.train(was_training)
-    stats = {"probe_metric": "mae" if regression else "accuracy",
-             "probe": {m: probe_sum[m] / probe_count[m] if probe_count[m] else None for m in mods},
-             "grad_norm": {m: grad_sum[m] / max(samples, 1) for m in mods}}
+    stats = {
+        "probe_metric": "mae" if regression else "accuracy",
+        "probe": {m: probe_sum[m] / probe_count[m] if probe_count[m] else None for m in mods},
+        "grad_norm": {m: grad_sum[m] / max(samples, 1) for m in mods},
+    }
     if any(instance.values()):
         stats["instance_scale"] = {m: _mean_std(instance[m]) for m in mods}
         stats["dimension_scale"] = {m: _mean_std(dimension[m]) for m in mods}
@@ -75,9 +78,12 @@ def dynamics_section(history: list[dict]) -> dict:
     """Per-epoch series from a run's history: losses, the validation metric, and the epoch statistics
     wherever the loop recorded them (None for epochs without)."""
     epochs = [h["epoch"] for h in history]
-    series = {"epoch": epochs, "train_loss": [h.get("train_loss") for h in history],
-              "valid_loss": [h.get("valid_loss") for h in history],
-              "valid_metric": [h.get("valid_metric") for h in history]}
+    series = {
+        "epoch": epochs,
+        "train_loss": [h.get("train_loss") for h in history],
+        "valid_loss": [h.get("valid_loss") for h in history],
+        "valid_metric": [h.get("valid_metric") for h in history],
+    }
     stats = [h.get("statistics") for h in history]
     recorded = any(s is not None for s in stats)
     if recorded:

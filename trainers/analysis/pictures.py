@@ -1,5 +1,6 @@
 """The report's pictures: t-SNE of the features before and after calibration and of the fused vector, and
 heatmaps of the instance and dimension scales."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,15 +16,17 @@ def perturbation_status(sample_ids: list[str], table: dict | None) -> list[str] 
     return [table.get(sid, ("", "unknown"))[1] for sid in sample_ids]
 
 
-def pictures(doc: Document, run: Run, outputs: Outputs, table: dict | None, tsne_points: int, figure,
-             split: str) -> None:
+def pictures(
+    doc: Document, run: Run, outputs: Outputs, table: dict | None, tsne_points: int, figure, split: str
+) -> None:
     tsne_pictures(doc, run, outputs, table, tsne_points, figure, split)
     if run.calibrated:
         scale_pictures(run, outputs, table, figure)
 
 
-def tsne_pictures(doc: Document, run: Run, outputs: Outputs, table: dict | None, tsne_points: int, figure,
-                  split: str) -> None:
+def tsne_pictures(
+    doc: Document, run: Run, outputs: Outputs, table: dict | None, tsne_points: int, figure, split: str
+) -> None:
     n = len(outputs.sample_ids)
     chosen = np.sort(np.random.default_rng(0).choice(n, size=min(n, tsne_points), replace=False))
     if len(chosen) < 5:
@@ -33,8 +36,11 @@ def tsne_pictures(doc: Document, run: Run, outputs: Outputs, table: dict | None,
     labels = [label_name(run, t) for t in outputs.targets[chosen].tolist()]
     status = perturbation_status(ids, table)
     present = outputs.present.numpy()
-    doc.text("visualisation", f"t-SNE of {len(chosen)} {split} samples (time-pooled features; "
-                              "PCA to 50 dims first when wider). Colours: the label, and the sample's perturbation.")
+    doc.text(
+        "visualisation",
+        f"t-SNE of {len(chosen)} {split} samples (time-pooled features; "
+        "PCA to 50 dims first when wider). Colours: the label, and the sample's perturbation.",
+    )
     for j, m in enumerate(run.modalities):
         keep = present[chosen, j]
         if keep.sum() < 5:
@@ -44,11 +50,18 @@ def tsne_pictures(doc: Document, run: Run, outputs: Outputs, table: dict | None,
         if run.calibrated:
             views.append(("after calibration", outputs.calibrated[m][rows].numpy()))
         sub_status = None if status is None else [s for s, k in zip(modality_status(ids, table, m), keep) if k]
-        figure("visualisation", f"t-SNE of {m} features", visual.tsne_figure(
-            views, [lb for lb, k in zip(labels, keep) if k], sub_status, f"{m}: pooled features"), f"tsne_{m}")
-    figure("visualisation", "t-SNE of the fused representation (the head's input)",
-           visual.tsne_figure([("fused", outputs.fused[chosen].numpy())], labels, status, "fused representation"),
-           "tsne_fused")
+        figure(
+            "visualisation",
+            f"t-SNE of {m} features",
+            visual.tsne_figure(views, [lb for lb, k in zip(labels, keep) if k], sub_status, f"{m}: pooled features"),
+            f"tsne_{m}",
+        )
+    figure(
+        "visualisation",
+        "t-SNE of the fused representation (the head's input)",
+        visual.tsne_figure([("fused", outputs.fused[chosen].numpy())], labels, status, "fused representation"),
+        "tsne_fused",
+    )
 
 
 def label_name(run: Run, target) -> str:
@@ -60,14 +73,26 @@ def label_name(run: Run, target) -> str:
 def scale_pictures(run: Run, outputs: Outputs, table: dict | None, figure) -> None:
     present = outputs.present.numpy()
     sids = outputs.sample_ids
-    perturbed = [run.modalities.index(table[s][0]) if table and s in table and table[s][0] in run.modalities
-                 else None for s in sids]
-    groups = ([f"{table[s][1]}: {table[s][0]}" if s in table and table[s][1] != "clean" else
-               ("clean" if s in table else "unknown") for s in sids] if table else
-              [f"label {label_name(run, t)}" for t in outputs.targets.tolist()])
-    figure("visualisation", "Instance scales per sample and modality",
-           visual.instance_heatmap(outputs.instance.numpy(), present, run.modalities, groups, perturbed),
-           "instance_scales")
+    perturbed = [
+        run.modalities.index(table[s][0]) if table and s in table and table[s][0] in run.modalities else None
+        for s in sids
+    ]
+    groups = (
+        [
+            f"{table[s][1]}: {table[s][0]}"
+            if s in table and table[s][1] != "clean"
+            else ("clean" if s in table else "unknown")
+            for s in sids
+        ]
+        if table
+        else [f"label {label_name(run, t)}" for t in outputs.targets.tolist()]
+    )
+    figure(
+        "visualisation",
+        "Instance scales per sample and modality",
+        visual.instance_heatmap(outputs.instance.numpy(), present, run.modalities, groups, perturbed),
+        "instance_scales",
+    )
     rows_by_modality = {}
     for j, m in enumerate(run.modalities):
         if not present[:, j].any():
@@ -80,8 +105,12 @@ def scale_pictures(run: Run, outputs: Outputs, table: dict | None, figure) -> No
             if chosen_rows:
                 rows.append((name if name != "clean" else "all clean", dims[chosen_rows].mean(0)))
         rows_by_modality[m] = rows
-    figure("visualisation", "Mean dimension scales per modality (rows: all samples, and by this modality's status)",
-           visual.dimension_heatmap(rows_by_modality), "dimension_scales")
+    figure(
+        "visualisation",
+        "Mean dimension scales per modality (rows: all samples, and by this modality's status)",
+        visual.dimension_heatmap(rows_by_modality),
+        "dimension_scales",
+    )
 
 
 def modality_status(sample_ids: list[str], table: dict | None, m: str) -> list[str]:
@@ -90,6 +119,7 @@ def modality_status(sample_ids: list[str], table: dict | None, m: str) -> list[s
     status = []
     for sid in sample_ids:
         modality, kind = table.get(sid, ("", "unknown"))
-        status.append(kind if kind in ("clean", "unknown") else f"{m} {kind}" if modality == m
-                      else "other modality perturbed")
+        status.append(
+            kind if kind in ("clean", "unknown") else f"{m} {kind}" if modality == m else "other modality perturbed"
+        )
     return status

@@ -2,6 +2,7 @@
 exactly as the data pipeline marks a missing modality (zeros, no valid step, present False). With a
 perturbation table, the removal "ceiling": each perturbed sample with its perturbed modality removed by
 hand, what a calibration that found and silenced the bad modality perfectly could reach."""
+
 from __future__ import annotations
 
 import itertools
@@ -51,9 +52,15 @@ def removal_section(run: Run, baseline: Run | None, batches: list[dict]) -> dict
     theirs = removal_table(baseline, batches) if baseline is not None else None
     rows = []
     for i, row in enumerate(ours):
-        rows.append({"removed": row["removed"], "run": row["value"], "run_drop": row["drop"],
-                     "baseline": theirs[i]["value"] if theirs else None,
-                     "baseline_drop": theirs[i]["drop"] if theirs else None})
+        rows.append(
+            {
+                "removed": row["removed"],
+                "run": row["value"],
+                "run_drop": row["drop"],
+                "baseline": theirs[i]["value"] if theirs else None,
+                "baseline_drop": theirs[i]["drop"] if theirs else None,
+            }
+        )
     return {"metric": run.metric[0], "rows": rows}
 
 
@@ -74,13 +81,20 @@ def perturbed_only(batches: list[dict], table: dict, perturbed: bool = True) -> 
     clean); empty batches dropped."""
     kept = []
     for batch in batches:
-        rows = [i for i, sid in enumerate(batch["sample_id"])
-                if (table.get(sid, ("", "clean"))[1] != "clean") == perturbed]
+        rows = [
+            i for i, sid in enumerate(batch["sample_id"]) if (table.get(sid, ("", "clean"))[1] != "clean") == perturbed
+        ]
         if rows:
             index = torch.tensor(rows)
-            kept.append({"features": {m: x[index] for m, x in batch["features"].items()},
-                         "mask": {m: x[index] for m, x in batch["mask"].items()}, "present": batch["present"][index],
-                         "target": batch["target"][index], "sample_id": [batch["sample_id"][i] for i in rows]})
+            kept.append(
+                {
+                    "features": {m: x[index] for m, x in batch["features"].items()},
+                    "mask": {m: x[index] for m, x in batch["mask"].items()},
+                    "present": batch["present"][index],
+                    "target": batch["target"][index],
+                    "sample_id": [batch["sample_id"][i] for i in rows],
+                }
+            )
     return kept
 
 
@@ -94,7 +108,8 @@ def ceiling_section(run: Run, baseline: Run | None, batches: list[dict], table: 
     section = {"metric": name, "samples": sum(len(b["sample_id"]) for b in perturbed)}
     for label, r in (("run", run), ("baseline", baseline)):
         if r is not None:
-            section[label] = {"as_is": evaluate(r, perturbed)[name],
-                              "removed": evaluate(r, perturbed,
-                                                  lambda b, m=r.modalities: without_perturbed(b, m, table))[name]}
+            section[label] = {
+                "as_is": evaluate(r, perturbed)[name],
+                "removed": evaluate(r, perturbed, lambda b, m=r.modalities: without_perturbed(b, m, table))[name],
+            }
     return section

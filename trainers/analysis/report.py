@@ -1,5 +1,6 @@
 """The analysis as a self-contained HTML page (figures inlined as base64 PNG data URIs), as markdown, and
 as a Prefect markdown artifact when running inside a flow run."""
+
 from __future__ import annotations
 
 import base64
@@ -7,9 +8,15 @@ import html
 import json
 import sys
 
-SECTIONS = {"run": "Run", "removal": "Modality removal", "corruption": "Corruption",
-            "dynamics": "Training dynamics", "detection": "Does calibration find the unreliable modality?",
-            "visualisation": "Feature-level visualisation", "notes": "Notes"}
+SECTIONS = {
+    "run": "Run",
+    "removal": "Modality removal",
+    "corruption": "Corruption",
+    "dynamics": "Training dynamics",
+    "detection": "Does calibration find the unreliable modality?",
+    "visualisation": "Feature-level visualisation",
+    "notes": "Notes",
+}
 
 # Marks every image with whether it decoded (naturalWidth > 0) and the page with the count, so a headless
 # browser's DOM dump shows whether all figures render.
@@ -60,8 +67,10 @@ def table_md(columns: list[str], rows: list[list]) -> str:
 
 def figure_html(title: str, data: bytes) -> str:
     encoded = base64.b64encode(data).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{encoded}" alt="{html.escape(title)}">'
-            f"<figcaption>{html.escape(title)}</figcaption></figure>")
+    return (
+        f'<figure><img src="data:image/png;base64,{encoded}" alt="{html.escape(title)}">'
+        f"<figcaption>{html.escape(title)}</figcaption></figure>"
+    )
 
 
 def note_html(text: str) -> str:
@@ -83,8 +92,9 @@ class Document:
 
     def table(self, section: str, columns: list[str], rows: list[list], caption: str | None = None) -> None:
         head = f"<p><b>{html.escape(caption)}</b></p>" if caption else ""
-        self.sections[section].append((head + table_html(columns, rows),
-                                       (f"**{caption}**\n\n" if caption else "") + table_md(columns, rows)))
+        self.sections[section].append(
+            (head + table_html(columns, rows), (f"**{caption}**\n\n" if caption else "") + table_md(columns, rows))
+        )
 
     def figure(self, section: str, title: str, data: bytes, name: str) -> None:
         self.sections[section].append((figure_html(title, data), f"*figure: {title} (`figures/{name}.png`)*"))
@@ -95,8 +105,10 @@ class Document:
 
     def html(self) -> str:
         nav = "".join(f'<a href="#{key}">{html.escape(name)}</a>' for key, name in SECTIONS.items())
-        parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(self.title)}"
-                 f"</title>{STYLE}</head><body><h1>{html.escape(self.title)}</h1><nav>{nav}</nav>"]
+        parts = [
+            f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}'
+            f"</title>{STYLE}</head><body><h1>{html.escape(self.title)}</h1><nav>{nav}</nav>"
+        ]
         for key, name in SECTIONS.items():
             blocks = "".join(b for b, _ in self.sections[key]) or "<p>Nothing to report.</p>"
             parts.append(f'<section id="{key}"><h2>{html.escape(name)}</h2>{blocks}</section>')

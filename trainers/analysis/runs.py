@@ -1,5 +1,6 @@
 """A finished training run loaded for analysis, its baseline, and forward passes that keep what the
 analyses need (logits, scales, pooled features before and after calibration, the fused vector)."""
+
 from __future__ import annotations
 
 import json
@@ -84,8 +85,12 @@ def find_baseline(run: Run) -> Path | None:
     for candidate in sorted(run.path.parent.parent.glob("*/*/metrics.json")):
         config = json.loads(candidate.read_text()).get("config", {})
         same = all(config.get(k) == getattr(run.config, k) for k in ("backbone", "seed", "modalities", "max_len"))
-        if same and config.get("method") == "none" and Path(config.get("pack", "")) == Path(run.config.pack) \
-                and is_run(candidate.parent):
+        if (
+            same
+            and config.get("method") == "none"
+            and Path(config.get("pack", "")) == Path(run.config.pack)
+            and is_run(candidate.parent)
+        ):
             return candidate.parent
     return None
 
@@ -132,14 +137,14 @@ class Outputs:
     """Per-sample outputs of one pass over a split (CPU tensors, rows in the batches' order)."""
 
     sample_ids: list[str]
-    targets: Tensor                         # [N]
-    logits: Tensor                          # [N, C]
-    present: Tensor                         # [N, M] bool
-    pooled: dict[str, Tensor]               # {m: [N, D_m]} masked time mean of the input features
-    calibrated: dict[str, Tensor] | None    # {m: [N, D_m]} the same after calibration
-    fused: Tensor                           # [N, F] what the head sees
-    instance: Tensor | None                 # [N, M] instance scales
-    dimension: dict[str, Tensor] | None     # {m: [N, D_m]} dimension scales
+    targets: Tensor  # [N]
+    logits: Tensor  # [N, C]
+    present: Tensor  # [N, M] bool
+    pooled: dict[str, Tensor]  # {m: [N, D_m]} masked time mean of the input features
+    calibrated: dict[str, Tensor] | None  # {m: [N, D_m]} the same after calibration
+    fused: Tensor  # [N, F] what the head sees
+    instance: Tensor | None  # [N, M] instance scales
+    dimension: dict[str, Tensor] | None  # {m: [N, D_m]} dimension scales
 
 
 @torch.no_grad()
@@ -168,8 +173,12 @@ def collect(model: FusionModel, batches: list[dict]) -> Outputs:
             seen.clear()
             out = model(batch)
             parts["ids"] += batch["sample_id"]
-            for key, value in (("targets", batch["target"]), ("logits", out.logits), ("present", batch["present"]),
-                               ("fused", seen["fused"])):
+            for key, value in (
+                ("targets", batch["target"]),
+                ("logits", out.logits),
+                ("present", batch["present"]),
+                ("fused", seen["fused"]),
+            ):
                 parts[key].append(value)
             for m in model.modalities:
                 pooled[m].append(masked_mean(batch["features"][m], batch["mask"][m]))
@@ -183,8 +192,14 @@ def collect(model: FusionModel, batches: list[dict]) -> Outputs:
             hook.remove()
     cat = torch.cat
     has_scales = bool(parts["instance"])
-    return Outputs(parts["ids"], cat(parts["targets"]), cat(parts["logits"]), cat(parts["present"]),
-                   {m: cat(v) for m, v in pooled.items()},
-                   {m: cat(v) for m, v in calibrated.items()} if has_scales else None,
-                   cat(parts["fused"]), cat(parts["instance"]) if has_scales else None,
-                   {m: cat(v) for m, v in dimension.items()} if has_scales else None)
+    return Outputs(
+        parts["ids"],
+        cat(parts["targets"]),
+        cat(parts["logits"]),
+        cat(parts["present"]),
+        {m: cat(v) for m, v in pooled.items()},
+        {m: cat(v) for m, v in calibrated.items()} if has_scales else None,
+        cat(parts["fused"]),
+        cat(parts["instance"]) if has_scales else None,
+        {m: cat(v) for m, v in dimension.items()} if has_scales else None,
+    )

@@ -3,6 +3,7 @@
 t-SNE of each modality's time-pooled features before and after calibration and of the fused vector,
 coloured by label and by perturbation; heatmaps of the scales; curves of the other analyses.
 """
+
 from __future__ import annotations
 
 import io
@@ -16,15 +17,22 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 LINE_STYLES = ("-", "--", ":", "-.")
-STATUS_COLOURS = {"clean": "#9e9e9e", "conflict": "#d62728", "degraded": "#1f77b4", "other": "#ff7f0e",
-                  "unknown": "#000000"}
+STATUS_COLOURS = {
+    "clean": "#9e9e9e",
+    "conflict": "#d62728",
+    "degraded": "#1f77b4",
+    "other": "#ff7f0e",
+    "unknown": "#000000",
+}
 
 
 def status_colours(statuses: list[str]) -> dict[str, str]:
     """A colour per perturbation status, by its kind (a status names the kind as its last word,
     "other modality perturbed" aside)."""
+
     def kind(status: str) -> str:
         return "other" if status.startswith("other") else status.split()[-1]
+
     order = sorted(set(statuses), key=lambda s: list(STATUS_COLOURS).index(kind(s)))
     return {s: STATUS_COLOURS[kind(s)] for s in order}
 
@@ -36,6 +44,7 @@ def png(fig: Figure) -> bytes:
 
 
 # ---- t-SNE -------------------------------------------------------------------------------------------
+
 
 def embed_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """t-SNE to 2-D (PCA to 50 dims first when wider, as scikit-learn recommends)."""
@@ -50,8 +59,15 @@ def _scatter_groups(ax, points: np.ndarray, groups: list[str], colours: dict[str
     for name in colours:
         chosen = np.array([g == name for g in groups])
         if chosen.any():
-            ax.scatter(points[chosen, 0], points[chosen, 1], s=14, c=colours[name], label=f"{name} ({chosen.sum()})",
-                       alpha=0.8, edgecolors="none")
+            ax.scatter(
+                points[chosen, 0],
+                points[chosen, 1],
+                s=14,
+                c=colours[name],
+                label=f"{name} ({chosen.sum()})",
+                alpha=0.8,
+                edgecolors="none",
+            )
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("t-SNE 1")
     ax.set_ylabel("t-SNE 2")
@@ -67,25 +83,39 @@ def label_colours(labels: list[str]) -> dict[str, str]:
     return dict(zip(names, palette))
 
 
-def tsne_figure(views: list[tuple[str, np.ndarray]], labels: list[str], status: list[str] | None,
-                title: str, seed: int = 0) -> bytes:
+def tsne_figure(
+    views: list[tuple[str, np.ndarray]], labels: list[str], status: list[str] | None, title: str, seed: int = 0
+) -> bytes:
     """One row per view (e.g. before / after calibration): coloured by label, and by perturbation status."""
     cols = 2 if status is not None else 1
     fig = Figure(figsize=(5.2 * cols, 4.4 * len(views)))
     fig.suptitle(title, fontsize=12)
     for r, (name, x) in enumerate(views):
         points = embed_2d(x, seed)
-        _scatter_groups(fig.add_subplot(len(views), cols, r * cols + 1), points, labels, label_colours(labels),
-                        f"{name}: by label")
+        _scatter_groups(
+            fig.add_subplot(len(views), cols, r * cols + 1), points, labels, label_colours(labels), f"{name}: by label"
+        )
         if status is not None:
-            _scatter_groups(fig.add_subplot(len(views), cols, r * cols + 2), points, status, status_colours(status),
-                            f"{name}: by perturbation")
-    fig.subplots_adjust(left=0.8 / fig.get_figwidth(), right=0.97, bottom=0.6 / fig.get_figheight(),
-                        top=1 - 0.75 / fig.get_figheight(), wspace=0.3, hspace=0.3)
+            _scatter_groups(
+                fig.add_subplot(len(views), cols, r * cols + 2),
+                points,
+                status,
+                status_colours(status),
+                f"{name}: by perturbation",
+            )
+    fig.subplots_adjust(
+        left=0.8 / fig.get_figwidth(),
+        right=0.97,
+        bottom=0.6 / fig.get_figheight(),
+        top=1 - 0.75 / fig.get_figheight(),
+        wspace=0.3,
+        hspace=0.3,
+    )
     return png(fig)
 
 
 # ---- scales ------------------------------------------------------------------------------------------
+
 
 def _scale_norm(values: np.ndarray) -> TwoSlopeNorm:
     """Diverging around 1 (the identity), so up- and down-weighting read as two colours."""
@@ -94,8 +124,9 @@ def _scale_norm(values: np.ndarray) -> TwoSlopeNorm:
     return TwoSlopeNorm(vcenter=1.0, vmin=1 - spread, vmax=1 + spread)
 
 
-def instance_heatmap(instance: np.ndarray, present: np.ndarray, modalities: list[str], row_groups: list[str],
-                     perturbed: list[int | None]) -> bytes:
+def instance_heatmap(
+    instance: np.ndarray, present: np.ndarray, modalities: list[str], row_groups: list[str], perturbed: list[int | None]
+) -> bytes:
     """Samples (sorted by group) x modalities; a black dot marks each sample's perturbed modality."""
     order = sorted(range(len(instance)), key=lambda i: (row_groups[i], i))
     values = np.where(present, instance, np.nan)[order]
@@ -114,8 +145,9 @@ def instance_heatmap(instance: np.ndarray, present: np.ndarray, modalities: list
     ax.set_yticks(starts, [row_groups[order[s]] for s in starts], fontsize=7)
     ax.set_xlabel("modality")
     ax.set_ylabel("test samples (grouped)")
-    ax.set_title("Instance scale g_m per sample\n(black dot: the perturbed modality; grey: modality missing)",
-                 fontsize=10)
+    ax.set_title(
+        "Instance scale g_m per sample\n(black dot: the perturbed modality; grey: modality missing)", fontsize=10
+    )
     fig.colorbar(image, ax=ax, label="g_m (1 = unchanged)")
     fig.tight_layout()
     return png(fig)
@@ -138,6 +170,7 @@ def dimension_heatmap(rows_by_modality: dict[str, list[tuple[str, np.ndarray]]])
 
 
 # ---- curves ------------------------------------------------------------------------------------------
+
 
 def removal_figure(section: dict, run_label: str, baseline_label: str | None) -> bytes:
     rows = section["rows"]
@@ -178,6 +211,12 @@ def curves_figure(panels: list[tuple[str, list, dict[str, list], str, str]], tit
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     # Fixed margins (in inches) instead of tight_layout, which costs an extra draw of every panel.
-    fig.subplots_adjust(left=0.7 / fig.get_figwidth(), right=0.98, bottom=0.6 / fig.get_figheight(),
-                        top=1 - 0.75 / fig.get_figheight(), wspace=0.32, hspace=0.9 / 3.3 * 1.6)
+    fig.subplots_adjust(
+        left=0.7 / fig.get_figwidth(),
+        right=0.98,
+        bottom=0.6 / fig.get_figheight(),
+        top=1 - 0.75 / fig.get_figheight(),
+        wspace=0.32,
+        hspace=0.9 / 3.3 * 1.6,
+    )
     return png(fig)
