@@ -28,7 +28,8 @@ from pipeline.stages import StageError, check_failures
 from storage.pack import pack
 from trainers.config_file import load_file, relative_to, validate
 from trainers.protocol import ProtocolTraining, plan_runs, train_all
-from trainers.protocol_eval import evaluate_runs, write_results
+from trainers.protocol_eval import evaluate_runs
+from trainers.protocol_results import write_results
 
 # build name -> (perturb share, None for the configured one; splits to extract and pack)
 BUILDS = {

@@ -14,7 +14,7 @@ from storage import shards
 from storage.packinfo import read_pack
 from storage.shards import CorruptShard
 from tests.pack_helpers import DIMS, write_pack
-from trainers import data
+from trainers import transport
 from trainers.batches import BatchSpec, choose_modalities, to_device
 from trainers.data import (
     InMemorySplit,
@@ -23,11 +23,10 @@ from trainers.data import (
     _tar_samples,
     batches_per_epoch,
     eval_loader,
-    pack_batch,
     shard_sizes,
     train_loader,
-    unpack_batch,
 )
+from trainers.transport import pack_batch, unpack_batch
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +242,7 @@ def test_an_oversized_member_is_refused_before_it_is_read(tmp_path, monkeypatch)
 @pytest.mark.parametrize("inline", [True, False])
 def test_packed_batches_come_back_unchanged(pack, monkeypatch, pooled, inline):
     if not inline:
-        monkeypatch.setattr(data, "INLINE_BYTES", 0)  # every batch through shared memory
+        monkeypatch.setattr(transport, "INLINE_BYTES", 0)  # every batch through shared memory
     spec = BatchSpec.for_pack(pack, sorted(pack.dims), pooled=pooled)
     batch = spec.collate([spec.decode(raw) for raw in _tar_samples(pack.urls("valid"))])
     packed = pack_batch(batch)

@@ -12,7 +12,8 @@ from pipeline.protocol import ProtocolConfig, load_protocol_config
 from tests.pack_helpers import write_pack
 from trainers.model_config import ModelOptions
 from trainers.protocol import parse_method, plan_runs, train_all
-from trainers.protocol_eval import evaluate_runs, paired_bootstrap, robustness, write_results
+from trainers.protocol_eval import evaluate_runs, robustness
+from trainers.protocol_results import paired_bootstrap, write_results
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
