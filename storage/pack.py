@@ -29,7 +29,7 @@ from storage.packinfo import verify_pack
 from storage.remote import location
 from storage.shards import MemberReader, json_bytes, write_shard
 
-PACK_VERSION = 1
+PACK_VERSION = 2  # 2: the id covers contents, not the shard names that hold them
 
 
 @dataclass
@@ -68,7 +68,7 @@ def _pack(
     task = task or manifest.task()
     classes = _classes([e["label"] for e in entries]) if task == "classification" else None
     pack_id = json_fingerprint(
-        {"version": PACK_VERSION, "task": task, "selection": selection, "samples": _without_members(entries)}
+        {"version": PACK_VERSION, "task": task, "selection": selection, "samples": _as_contents(entries)}
     )
     final = Store(store).pack_dir(pack_id)
     counts = {s: sum(e["split"] == s for e in entries) for s in SPLITS}
@@ -155,11 +155,18 @@ def _unambiguous_contents(ok_rows: list[dict]) -> dict[tuple[str, str], dict]:
     return {key: row for key, row in rows.items() if len(members[key]) == 1}
 
 
-def _without_members(entries: list[dict]) -> list[dict]:
-    """The entries as the pack id covers them: which member of a shard holds a content is not part of
-    what is packed (the same content and fingerprint give the same features under any id)."""
+def _as_contents(entries: list[dict]) -> list[dict]:
+    """The entries as the pack id covers them: what is packed (ids, splits, labels, each modality's content
+    hash and shape under the selected fingerprints), not where the store keeps it. Shard names are new on
+    every extraction, so two stores built from the same inputs, here or on another machine, give the same
+    pack id, the same sample order and the same training runs."""
     return [
-        {**e, "features": {m: {k: v for k, v in f.items() if k != "member"} for m, f in e["features"].items()}}
+        {
+            **e,
+            "features": {
+                m: {k: v for k, v in f.items() if k not in ("shard", "member")} for m, f in e["features"].items()
+            },
+        }
         for e in entries
     ]
 

@@ -196,6 +196,30 @@ def test_a_content_stored_under_several_members_is_never_lent_to_another_id(tmp_
     assert np.array_equal(load_npy(packed["b"]["audio.npy"]), np.full((2, 4), 1, np.float16))
 
 
+def test_two_stores_built_from_the_same_inputs_give_the_same_pack(tmp_path):
+    """The pack id covers what is packed, not the (always new) shard names: a store rebuilt from scratch,
+    here or elsewhere, packs under the same id with the samples in the same order."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(6):
+        (data / f"a{i}.wav").write_bytes(bytes([i]) * 8)
+    rows = [{"sample_id": f"s{i}", "split": "train", "label": str(i % 2), "audio": f"a{i}.wav"} for i in range(6)]
+    manifest = read_manifest(write_manifest(rows, data / "m.csv"))
+    packs = []
+    for name in ("one", "two"):
+        store = tmp_path / name
+        files = FileHashCache(Store(store).file_hashes)
+        writer = FeatureWriter(store, FeatureSet("audio", "logmel", "f" * 16, DTYPE), shard_size=4)
+        for i, sample in enumerate(manifest.samples):
+            writer.add(sample.sample_id, content_hash("audio", sample, files), np.full((2, 4), i, np.float32))
+        writer.close()
+        packs.append(pack(store, manifest, {"audio": "f" * 16}, progress=False))
+    assert packs[0].pack_id == packs[1].pack_id
+    assert [key for key, _ in read_shard(packs[0].path / "train-000000.tar")] == [
+        key for key, _ in read_shard(packs[1].path / "train-000000.tar")
+    ]
+
+
 def test_a_variant_extraction_leaves_the_originals_rows_newest(tmp_path):
     """A corrupted transcript is extracted under its variant id; the sample's own row stays the newest,
     and the variant's pack holds the corrupted features under the sample's own id."""
