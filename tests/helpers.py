@@ -1,7 +1,12 @@
 """Small builders shared by tests."""
 
 import csv
+import os
+import random
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,3 +38,32 @@ def assert_features_agree(a: np.ndarray, b: np.ndarray, err_msg: str = "") -> No
     and 1e-3 absolute for values near zero (the README's "Reproducibility" states the same bound)."""
     assert a.shape == b.shape and a.dtype == b.dtype, err_msg
     np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=2**-9, atol=1e-3, err_msg=err_msg)
+
+
+def crash_campaign(manifest, store_named, start, finish, assert_honest, kills: int):
+    """Extraction SIGKILLed at seeded random moments until `kills` kills, each store checked after every
+    kill, then finished; returns that store. `start(manifest, store)` runs an extraction in a new session
+    (a Popen), `finish` runs one to its end. A run that ends before its kill moment is checked and the
+    campaign goes on in a fresh store. The store named "reference" holds one uninterrupted run."""
+    started = time.monotonic()
+    finish(manifest, store_named("reference"))
+    full = time.monotonic() - started
+    rng = random.Random(1234)
+    done, stores = 0, 0
+    store = store_named("store-0")
+    while done < kills:
+        proc = start(manifest, store)
+        try:
+            proc.wait(timeout=rng.uniform(0.2, full))
+            assert proc.returncode == 0, proc.stderr.read()
+            assert_honest(store)
+            stores += 1  # it finished before the kill: carry on crashing a fresh store
+            store = store_named(f"store-{stores}")
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            done += 1
+            assert_honest(store)
+    finish(manifest, store)
+    assert_honest(store)
+    return store

@@ -1,12 +1,8 @@
 """SIGKILL an extraction at random moments, re-run, and check the store is whole and honest."""
 
 import csv
-import os
-import random
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import pytest
@@ -15,7 +11,7 @@ from storage.catalog import Catalog, member_of
 from storage.maintenance import gc, verify
 from storage.npy import load_npy
 from storage.shards import read_shard
-from tests.helpers import bundled_subset
+from tests.helpers import bundled_subset, crash_campaign
 
 pytestmark = pytest.mark.slow
 
@@ -76,27 +72,7 @@ def assert_complete(store, ids):
 def test_sigkill_at_random_moments_then_rerun(tmp_path):
     manifest = bundled_subset(tmp_path / "data", 24)
     ids = [row["sample_id"] for row in csv.DictReader(open(manifest))]
-    started = time.monotonic()
-    finish(manifest, tmp_path / "reference")
-    full = time.monotonic() - started
-    rng = random.Random(1234)
-    kills, stores = 0, 0
-    store = tmp_path / "store-0"
-    while kills < 10:
-        proc = start(manifest, store)
-        try:
-            proc.wait(timeout=rng.uniform(0.2, full))
-            assert proc.returncode == 0, proc.stderr.read()
-            assert_honest(store)
-            stores += 1  # it finished before the kill: carry on crashing a fresh store
-            store = tmp_path / f"store-{stores}"
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            assert_honest(store)
-    finish(manifest, store)
-    assert_honest(store)
+    store = crash_campaign(manifest, lambda name: tmp_path / name, start, finish, assert_honest, kills=10)
     assert_complete(store, ids)
     reference = {(r["sample_id"], r["modality"]): r["shape"] for r in Catalog(tmp_path / "reference").latest()}
     assert {(r["sample_id"], r["modality"]): r["shape"] for r in Catalog(store).latest()} == reference

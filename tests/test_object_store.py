@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from storage.pack import pack
 from storage.packinfo import cached_pack, read_pack, verify_pack
 from storage.remote import URL, location
 from storage.shards import read_shard
-from tests.helpers import bundled_subset
+from tests.helpers import bundled_subset, crash_campaign
 from tests.orchestration_helpers import split_subset
 from tests.s3server import upload
 from trainers.config import TrainConfig
@@ -123,27 +122,7 @@ def test_extraction_reads_media_from_the_bucket_and_a_noop_rerun_writes_nothing(
 def test_sigkill_at_random_moments_then_rerun(s3, tmp_path):
     manifest, prefix = upload_subset(s3, tmp_path, 12)
     ids = [row["sample_id"] for row in csv.DictReader(open(tmp_path / "data" / "manifest.csv"))]
-    started = time.monotonic()
-    finish(manifest, prefix / "reference")
-    full = time.monotonic() - started
-    rng = random.Random(1234)
-    kills, stores = 0, 0
-    store = prefix / "store-0"
-    while kills < 5:
-        proc = start(manifest, store)
-        try:
-            proc.wait(timeout=rng.uniform(0.2, full))
-            assert proc.returncode == 0, proc.stderr.read()
-            assert_honest(store)
-            stores += 1  # it finished before the kill: carry on crashing a fresh store
-            store = prefix / f"store-{stores}"
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            assert_honest(store)
-    finish(manifest, store)
-    assert_honest(store)
+    store = crash_campaign(manifest, lambda name: prefix / name, start, finish, assert_honest, kills=5)
     assert_complete(store, ids)
     reference = {(r["sample_id"], r["modality"]): r["shape"] for r in Catalog(prefix / "reference").latest()}
     assert {(r["sample_id"], r["modality"]): r["shape"] for r in Catalog(store).latest()} == reference
