@@ -25,21 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.incremental_bench import full_set  # noqa: E402
 from pipeline.config import ExtractConfig  # noqa: E402
-from pipeline.datasets.avdigits import build_avdigits  # noqa: E402
 from pipeline.extract import run_extraction  # noqa: E402
 from pipeline.manifest import read_manifest  # noqa: E402
 from storage.remote import URL, location  # noqa: E402
 from tests.s3server import S3Server, upload  # noqa: E402
-
-SHARED = ROOT.parent / "shared" / "data"
-
-
-def full_set(folder: Path) -> Path:
-    manifest = folder / "manifest.csv"
-    if not manifest.is_file():
-        build_avdigits(fsdd=SHARED / "fsdd" / "recordings", mnist=SHARED / "mnist" / "mnist_5k.csv.gz", out=folder)
-    return manifest
 
 
 def first_rows(manifest: Path, limit: int | None, out: Path) -> Path:
