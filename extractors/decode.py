@@ -46,7 +46,7 @@ def _open(path: Path | str | None, what: str) -> av.container.InputContainer:
     if path is None:
         raise DecodeError(f"<no {what} file>", f"the sample has no {what} file")
     if is_url(path):
-        return _opened(str(path), fetch(str(path), DecodeError))
+        return _opened(str(path), fetch(path, DecodeError))
     path = Path(path)
     if not path.is_file():
         raise DecodeError(path, "file not found" if not path.exists() else "not a regular file")

@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 from extractors import EncoderSpec
 from pipeline.config import ExtractConfig
 from pipeline.manifest import Manifest, Sample
+from pipeline.media_spool import keep as media_spool_keep
+from pipeline.media_spool import media_spool
 from pipeline.spec_cache import spec_for
 from storage import remote
 from storage.atomic import write_bytes_atomic
@@ -54,6 +56,7 @@ class Todo:
     sample: Sample
     content_hash: str
     reuse: dict | None = None  # an ok row of another sample with this content: no extraction, a row of its own
+    source_digest: str | None = None  # sha256 of a source in a bucket: names its spooled copy
 
 
 def store_fingerprint(encoder: Encoder | EncoderSpec, dtype: str) -> str:
@@ -94,9 +97,14 @@ def plan(
         if row and row["content_hash"] == digest and (intact(row) or (row["status"] == "failed" and not retry_failed)):
             skipped += 1
             continue
-        todo.append(Todo(sample, digest, reusable.get(digest)))
+        todo.append(Todo(sample, digest, reusable.get(digest), _bucket_digest(encoder.modality, sample, files)))
         skipped += digest in reusable
     return todo, skipped
+
+
+def _bucket_digest(modality: str, sample: Sample, files: FileHashCache) -> str | None:
+    source = source_file(modality, sample)
+    return files.known(source) if source is not None and remote.is_remote(source) else None
 
 
 def _intact(store: Location, rows: list[dict]):
@@ -168,13 +176,18 @@ def _extract_into(
     progress = settings.pop("progress")
     hashes = {t.sample.sample_id: t.content_hash for t in todo}
     dtype = writer.features.dtype
-    results = extract_features([t.sample for t in todo], encoder, **settings)
-    bar = tqdm(
-        results, total=len(todo), desc=f"extract {encoder.modality}:{encoder.name}", disable=not progress, unit="clip"
-    )
+    modality = encoder.modality
+    wanted = [(i, t.source_digest, source_file(modality, t.sample)) for i, t in enumerate(todo) if t.source_digest]
+    spool = media_spool() if wanted else None
+    samples = [spool.spooled(t.sample, modality, t.source_digest) for t in todo] if spool else [t.sample for t in todo]
+    results = extract_features(samples, encoder, **settings)
+    bar = tqdm(results, total=len(todo), desc=f"extract {modality}:{encoder.name}", disable=not progress, unit="clip")
     # closing: on any error (a full disk, say) the decoding workers stop now, not when the traceback is freed
-    with contextlib.closing(results):
+    prefetch = spool.ahead(wanted) if spool else contextlib.nullcontext()
+    with contextlib.closing(results), prefetch:
         for sample, result in bar:
+            if spool:
+                prefetch.use()
             digest = hashes[sample.sample_id]
             try:  # checked before the sample is buffered, so that a bad one fails itself and not its shard
                 if isinstance(result, DecodeError):
@@ -324,7 +337,8 @@ def run_extraction(
 
     In a bucket, a run with nothing new only reads: it takes no lease and writes no object."""
     store = location(store)
-    files = FileHashCache(Store(store).file_hashes)  # each source file hashed once per run, not per modality
+    # each source file hashed once per run, not per modality; a clip fetched to hash it is kept for its decoders
+    files = FileHashCache(Store(store).file_hashes, keep=media_spool_keep)
     if remote.is_remote(store) and (done := _all_done(manifest, store, config, files)) is not None:
         return ExtractionReport(done, manifest.rejected)
     with store_lock(store, wait=wait):

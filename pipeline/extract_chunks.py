@@ -23,6 +23,7 @@ from pipeline.extract import (
     store_fingerprint,
 )
 from pipeline.manifest import Manifest
+from pipeline.media_spool import keep as media_spool_keep
 from pipeline.spec_cache import spec_for
 from storage import remote
 from storage.catalog import Catalog
@@ -62,7 +63,7 @@ def plan_extraction(manifest: Manifest, store: Path, config: ExtractConfig) -> E
     """What each configured modality still needs, from the encoders' specs (no model is loaded; a spec
     whose sources are unchanged comes from the store's cache, so no encoder is built); call while
     holding the store lock (records encoders)."""
-    files = FileHashCache(Store(store).file_hashes)
+    files = FileHashCache(Store(store).file_hashes, keep=media_spool_keep)  # fetched clips serve the decoders
     latest = Catalog(store).latest()
     plans, inputs = [], {}
     for modality, choice in config.modalities.items():

@@ -28,8 +28,9 @@ PREFETCH = 64  # objects fetched at once when hashing files in a bucket
 class FileHashCache:
     """sha256 of files keyed by (path, size, mtime_ns), kept as JSON in the store."""
 
-    def __init__(self, path: Location):
+    def __init__(self, path: Location, keep=None):
         self.path = path
+        self.keep = keep  # keep(sha256, data): called with each object fetched to hash it, to reuse its bytes
         self.entries: dict[str, list] = {}
         if path.is_file():
             try:
@@ -71,18 +72,24 @@ class FileHashCache:
             except OSError:
                 continue
         for start in range(0, len(stale), PREFETCH):
-            batch = stale[start : start + PREFETCH]
-            try:
-                fetched = remote.read_many(batch)
-            except OSError:
-                continue
-            for file, data in zip(batch, fetched):
-                self.entries[str(file)] = [*self._version(file), hashlib.sha256(data).hexdigest()]
+            fetched = remote.read_available(stale[start : start + PREFETCH])
+            for file, data in fetched.items():
+                digest = hashlib.sha256(data).hexdigest()
+                self.entries[str(file)] = [*self._version(file), digest]
                 self.changed = True
+                if self.keep is not None:
+                    self.keep(digest, data)
 
     def _cached(self, file: Location) -> bool:
         cached = self.entries.get(str(file))
         return bool(cached) and list(cached[:2]) == list(self._version(file))
+
+    def known(self, file: Location) -> str | None:
+        """The file's sha256 when it is already known for its current version (no read), else None."""
+        try:
+            return self.entries[str(file)][2] if self._cached(file) else None
+        except OSError:
+            return None
 
     def save(self) -> None:
         if not self.changed:

@@ -210,6 +210,17 @@ def read_many(locations: list[Location]) -> list[bytes]:
     return [read_bytes(where) if isinstance(where, Path) else fetched[where.key] for where in locations]
 
 
+def read_available(urls: list[URL]) -> dict[URL, bytes]:
+    """Whole objects, fetched concurrently (one GET each); any that cannot be read is left out, for
+    whoever reads it next to report why."""
+    fetched: dict[URL, bytes] = {}
+    for protocol in {url.protocol for url in urls}:
+        mine = [url for url in urls if url.protocol == protocol]
+        found = filesystem(mine[0]).cat([url.key for url in mine], on_error="omit")
+        fetched.update({url: found[url.key] for url in mine if url.key in found})
+    return fetched
+
+
 def open_read(where: Location) -> IO[bytes]:
     """A seekable binary reader; a remote file is fetched whole first (shards and parts are read whole)."""
     if isinstance(where, Path):
