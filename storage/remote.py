@@ -95,7 +95,10 @@ class URL:
         return children(self)
 
     def glob(self, pattern: str) -> list[URL]:
-        return [child for child in children(self) if fnmatch.fnmatchcase(child.name, pattern)]
+        """Like Path.glob, one listing per folder level of the pattern ("*/seed-*/metrics.json")."""
+        first, _, rest = pattern.partition("/")
+        found = [child for child in children(self) if fnmatch.fnmatchcase(child.name, first)]
+        return sorted(deeper for child in found for deeper in child.glob(rest)) if rest else found
 
     def rglob(self, pattern: str) -> list[URL]:
         return [found for found in files_under(self) if fnmatch.fnmatchcase(found.name, pattern)]
