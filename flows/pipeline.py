@@ -29,6 +29,7 @@ from pipeline.stage_records import (
     stage_table,
 )
 from pipeline.stages import evaluate_stage, extract_outcome, pack_stage, prepare_run, train_stage
+from storage.remote import Location, is_remote, location
 
 
 @flow(name="precal-pack")
@@ -40,13 +41,13 @@ def pack_flow(manifest: str, store: str, config: ExtractConfig, wait: float = 0.
 @flow(name="precal-train")
 def train_flow(train: dict, pack: dict, out: str) -> StageOutcome:
     """Run the experiment grid on the pack, in `<out>/runs/<key>`; skipped when that grid is finished."""
-    return train_stage(train, pack, Path(out))
+    return train_stage(train, pack, location(out))
 
 
 @flow(name="precal-evaluate")
 def evaluate_flow(train: dict, pack: dict, out: str) -> StageOutcome:
     """Summarise the grid's test metrics (selected on valid) over seeds into `<out>/metrics.json`."""
-    return evaluate_stage(train, pack, Path(out))
+    return evaluate_stage(train, pack, location(out))
 
 
 def run_pipeline(
@@ -88,7 +89,7 @@ def run_pipeline(
     return {"out": str(out), "stages": [asdict(r) for r in records], "run": entry, **metrics_summary(out)}
 
 
-def publish(out: Path, records: list[StageRecord]) -> None:
+def publish(out: Location, records: list[StageRecord]) -> None:
     """Artifacts of this flow run: the stages table, the metrics summary, a link to the report."""
     create_table_artifact(stage_table(records), key="precal-stages", description=f"precal pipeline stages ({out})")
     metrics = read_metrics(out)
@@ -102,9 +103,8 @@ def publish(out: Path, records: list[StageRecord]) -> None:
         )
     report = out / "report.html"
     if report.is_file():
-        create_link_artifact(
-            report.resolve().as_uri(), link_text=str(report), key="precal-report", description="precal analysis report"
-        )
+        link = str(report) if is_remote(report) else report.resolve().as_uri()
+        create_link_artifact(link, link_text=str(report), key="precal-report", description="precal analysis report")
 
 
 @flow(name="precal-pipeline")

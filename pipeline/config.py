@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from storage.layout import MODALITIES
 from trainers.config_file import ConfigError, load_file, url_or_path  # one error type and reader for every config
@@ -50,18 +50,12 @@ class PipelineConfig(BaseModel):
     store: Path | str  # a folder, or a URL (s3://bucket/store)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     train: dict[str, Any] = Field(default_factory=dict)  # validated by trainers.config
-    out: Path | None = None  # run outputs (a local folder); default <store>/runs, so needed with a store URL
+    out: Path | str | None = None  # run outputs (a folder or a URL); default <store>/runs
 
-    @field_validator("manifest", "store", mode="before")
+    @field_validator("manifest", "store", "out", mode="before")
     @classmethod
     def _urls_stay_text(cls, value):
-        return url_or_path(value)
-
-    @model_validator(mode="after")
-    def _out_for_a_store_url(self) -> PipelineConfig:
-        if self.out is None and isinstance(self.store, str):
-            raise ValueError("out: name a local folder for the runs' outputs (the store is a URL)")
-        return self
+        return url_or_path(value) if value is not None else None
 
 
 def load_pipeline_config(path: Path) -> PipelineConfig:

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from pipeline.config import ConfigError
 from storage.atomic import write_json_atomic
+from storage.remote import Location, location
 
 HISTORY = 50  # pipeline runs kept in stages.json
 STAGES_FILE = "stages.json"
@@ -47,7 +47,7 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def write_json(path: Path, data: dict) -> None:
+def write_json(path: Location, data: dict) -> None:
     """Written whole or not at all (a temporary file renamed into place)."""
     write_json_atomic(path, data, indent=2, default=str)
 
@@ -55,11 +55,11 @@ def write_json(path: Path, data: dict) -> None:
 # ---- <out>/stages.json ------------------------------------------------------------------------
 
 
-def stages_path(out: Path) -> Path:
-    return Path(out) / STAGES_FILE
+def stages_path(out: Location) -> Location:
+    return location(out) / STAGES_FILE
 
 
-def read_stages(out: Path) -> dict:
+def read_stages(out: Location) -> dict:
     """{"stages": {name: latest record}, "history": [one entry per pipeline run]}."""
     path = stages_path(out)
     if not path.is_file():
@@ -67,13 +67,15 @@ def read_stages(out: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def record_stage(out: Path, record: StageRecord) -> None:
+def record_stage(out: Location, record: StageRecord) -> None:
     data = read_stages(out)
     data["stages"][record.stage] = asdict(record)
     write_json(stages_path(out), data)
 
 
-def run_stage(out: Path, name: str, call: Callable[[], StageOutcome], flow_run_id: str | None = None) -> StageRecord:
+def run_stage(
+    out: Location, name: str, call: Callable[[], StageOutcome], flow_run_id: str | None = None
+) -> StageRecord:
     """Run one stage, time it, and record it in stages.json at once (a later stage's failure keeps it)."""
     started = time.perf_counter()
     outcome = call()
@@ -90,7 +92,7 @@ def run_stage(out: Path, name: str, call: Callable[[], StageOutcome], flow_run_i
     return record
 
 
-def record_run(out: Path, flow_run_id: str | None, started_at: str, records: list[StageRecord]) -> dict:
+def record_run(out: Location, flow_run_id: str | None, started_at: str, records: list[StageRecord]) -> dict:
     """Append this pipeline run (which stages ran, which were skipped) to the history."""
     data = read_stages(out)
     entry = {
@@ -104,7 +106,7 @@ def record_run(out: Path, flow_run_id: str | None, started_at: str, records: lis
     return entry
 
 
-def recorded(out: Path, stage: str, needed_by: str) -> dict:
+def recorded(out: Location, stage: str, needed_by: str) -> dict:
     """The latest record of a stage this run does not repeat; a clear error when there is none."""
     record = read_stages(out)["stages"].get(stage)
     if record is None:
@@ -123,17 +125,17 @@ def stage_table(records: list[StageRecord]) -> list[dict]:
 # ---- <out>/metrics.json -----------------------------------------------------------------------
 
 
-def metrics_path(out: Path) -> Path:
-    return Path(out) / METRICS_FILE
+def metrics_path(out: Location) -> Location:
+    return location(out) / METRICS_FILE
 
 
-def read_metrics(out: Path) -> dict | None:
+def read_metrics(out: Location) -> dict | None:
     """The evaluate stage's metrics.json, or None before the first evaluation."""
     path = metrics_path(out)
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def metrics_summary(out: Path) -> dict:
+def metrics_summary(out: Location) -> dict:
     """{"metrics_path", "variants"} for a run's result; empty before the first evaluation."""
     metrics = read_metrics(out)
     if metrics is None:

@@ -22,6 +22,7 @@ from storage.fingerprint import json_fingerprint
 from storage.layout import Store
 from storage.lock import store_lock
 from storage.pack import pack
+from storage.remote import Location, location
 
 STAGES = ("extract", "pack", "train", "evaluate")
 TRAIN_HOW = {"num_workers", "device"}  # change how training runs, not what it computes: not in the key
@@ -56,8 +57,8 @@ def restrict_modalities(config: PipelineConfig, modalities: list[str] | None) ->
     return config.model_copy(update={"extract": config.extract.model_copy(update={"modalities": kept})})
 
 
-def out_dir(config: PipelineConfig) -> Path:
-    return Path(config.out) if config.out is not None else Store(config.store).runs_dir
+def out_dir(config: PipelineConfig) -> Location:
+    return location(config.out) if config.out is not None else Store(config.store).runs_dir
 
 
 def prepare_run(config: PipelineConfig, stages: list[str] | None, modalities: list[str] | None):
@@ -70,7 +71,7 @@ def prepare_run(config: PipelineConfig, stages: list[str] | None, modalities: li
     return config, chosen, out
 
 
-def experiment_for(train: dict, pack_path: Path | str, pack_id: str, out: Path):
+def experiment_for(train: dict, pack_path: Path | str, pack_id: str, out: Location):
     """The experiment grid for a pack, its cache key (train config hash + pack id) and run folder.
 
     The run folder `<out>/runs/<key>` carries the key, so a changed training config trains afresh
@@ -78,7 +79,7 @@ def experiment_for(train: dict, pack_path: Path | str, pack_id: str, out: Path):
     """
     from trainers.config import ExperimentConfig
     from trainers.config_file import ConfigError as TrainConfigError
-    from trainers.config_file import validate
+    from trainers.config_file import url_or_path, validate
 
     given = sorted({"pack", "packs", "out"} & set(train))
     if given:
@@ -89,7 +90,7 @@ def experiment_for(train: dict, pack_path: Path | str, pack_id: str, out: Path):
         raise ConfigError(str(err)) from err
     what = experiment.model_dump(mode="json", exclude={"packs": True, "out": True, "train": TRAIN_HOW})
     key = json_fingerprint({"train": what, "pack_id": pack_id})
-    return experiment.model_copy(update={"out": out / "runs" / key}), key
+    return experiment.model_copy(update={"out": url_or_path(out / "runs" / key)}), key
 
 
 def export_experiment(config: PipelineConfig, path: Path) -> Path:
@@ -143,24 +144,24 @@ def pack_stage(manifest: Path, store: Path, config: ExtractConfig, wait: float =
     )
 
 
-def train_stage(train: dict, packed: dict, out: Path) -> StageOutcome:
+def train_stage(train: dict, packed: dict, out: Location) -> StageOutcome:
     """Run the experiment grid on the pack, in `<out>/runs/<key>`; skipped when that grid is finished."""
     from trainers.experiment import run_experiment
 
     experiment, key = experiment_for(train, packed["path"], packed["pack_id"], out)
-    results = experiment.out / "results.json"
+    results = location(experiment.out) / "results.json"
     status = "skipped" if results.is_file() else "ran"
     runs = json.loads(results.read_text()) if status == "skipped" else run_experiment(experiment)
     return StageOutcome(status, key, {"out": str(experiment.out), "runs": len(runs)})
 
 
-def evaluate_stage(train: dict, packed: dict, out: Path) -> StageOutcome:
+def evaluate_stage(train: dict, packed: dict, out: Location) -> StageOutcome:
     """Summarise the grid's test metrics (selected on valid) over seeds into `<out>/metrics.json`;
     skipped when metrics.json already holds this grid's key."""
     from trainers.experiment import summarize
 
     experiment, key = experiment_for(train, packed["path"], packed["pack_id"], out)
-    results, path = experiment.out / "results.json", metrics_path(out)
+    results, path = location(experiment.out) / "results.json", metrics_path(out)
     if not results.is_file():
         raise StageError(f"no finished training runs in {experiment.out} for this config; run the train stage")
     if (read_metrics(out) or {}).get("key") == key:

@@ -10,14 +10,15 @@ import io
 import pickle
 import re
 import sys
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from storage import remote
 from storage.atomic import write_bytes_atomic
 from storage.atomic import write_json_atomic as write_json
 from storage.packinfo import PackInfo
+from storage.remote import Location
 from trainers.config import TrainConfig
 from trainers.config_file import ConfigError
 from trainers.metrics import json_safe
@@ -28,9 +29,9 @@ from trainers.models import FusionModel
 RESUMABLE_CHANGES = {"epochs", "num_workers", "device", "amp", "out", "pack"}
 
 
-def save_atomic(obj, path: Path) -> None:
+def save_atomic(obj, path: Location) -> None:
     """torch.save, whole or not at all (storage/atomic.py): neither a kill nor a power cut leaves a
-    half-written file under `path`."""
+    half-written file under `path` (in a bucket: one PUT of the whole object)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_bytes_atomic(path, buffer.getvalue())
@@ -40,14 +41,16 @@ class CheckpointError(ValueError):
     pass
 
 
-def load_checkpoint(path: Path | str) -> dict:
+def load_checkpoint(path: Location | str) -> dict:
+    """A checkpoint file, or an object in a bucket (fetched whole, in one GET)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with remote.open_read(remote.location(path)) as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from err
 
 
-def write_json_atomic(obj, path: Path) -> None:
+def write_json_atomic(obj, path: Location) -> None:
     """NaN and infinities become null: JSON has no spelling for them, and strict readers refuse Python's."""
     write_json(path, json_safe(obj), indent=2)
 
@@ -58,11 +61,11 @@ CHECKPOINT_NAME = re.compile(r"epoch-(\d+)\.pt")
 KEPT_CHECKPOINTS = 2  # the latest and the one before it, to fall back to when the latest is damaged
 
 
-def checkpoint_path(out: Path, epoch: int) -> Path:
+def checkpoint_path(out: Location, epoch: int) -> Location:
     return out / "checkpoints" / f"epoch-{epoch:03d}.pt"  # at least 3 digits; epoch 1000 has 4
 
 
-def checkpoints(out: Path) -> list[Path]:
+def checkpoints(out: Location) -> list[Location]:
     """The epoch checkpoints, newest first, by epoch number (not by name: epoch-1000 sorts before epoch-999)."""
     found = [
         (int(match[1]), p)
@@ -72,12 +75,12 @@ def checkpoints(out: Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def latest_checkpoint(out: Path) -> Path | None:
+def latest_checkpoint(out: Location) -> Location | None:
     found = checkpoints(out)
     return found[0] if found else None
 
 
-def load_latest_checkpoint(out: Path) -> dict | None:
+def load_latest_checkpoint(out: Location) -> dict | None:
     """The newest checkpoint that loads. A damaged one is named and the previous epoch's used instead;
     training then repeats the lost epoch, exactly (see the module docstring)."""
     for path in checkpoints(out):
@@ -132,8 +135,9 @@ def model_from_record(saved: dict) -> FusionModel:
     return model.eval()
 
 
-def load_model(path: Path | str) -> FusionModel:
-    """The model saved in a checkpoint (best.pt or an epoch checkpoint), from the checkpoint alone."""
+def load_model(path: Location | str) -> FusionModel:
+    """The model saved in a checkpoint (best.pt or an epoch checkpoint, a file or a URL), from the
+    checkpoint alone."""
     return model_from_record(load_checkpoint(path))
 
 

@@ -94,14 +94,14 @@ class TrainOptions(BaseModel):
 
 class TrainConfig(TrainOptions):
     pack: Path | str  # a pack folder, or its URL in a bucket (s3://bucket/store/packed/<id>)
-    out: Path
+    out: Path | str  # the run's folder, or a URL in a bucket (s3://bucket/runs/a)
     backbone: Backbone = "late"
     method: Method = "none"
     calibration: str = "paper"  # variant of the calibration module; used when method == "calibration"
     seed: int = 0
     shard_cache: Path | None = None  # a pack in a bucket is copied here once (checked) and read locally
 
-    @field_validator("pack", mode="before")
+    @field_validator("pack", "out", mode="before")
     @classmethod
     def _urls_stay_text(cls, value):
         return url_or_path(value)
@@ -129,7 +129,7 @@ class ExperimentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     packs: list[Path | str] = Field(min_length=1)  # folders, or URLs of packs in a bucket
-    out: Path
+    out: Path | str  # a folder, or a URL in a bucket
     backbones: list[Backbone] = Field(default_factory=lambda: list(DEFAULT_BACKBONES))
     methods: list[Method] = Field(default_factory=lambda: list(DEFAULT_METHODS))
     calibrations: list[str] = Field(default_factory=lambda: ["paper"], min_length=1)
@@ -156,6 +156,11 @@ class ExperimentConfig(BaseModel):
     @classmethod
     def _urls_stay_text(cls, value):
         return [url_or_path(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("out", mode="before")
+    @classmethod
+    def _url_stays_text(cls, value):
+        return url_or_path(value)
 
     @field_validator("backbones", "methods", "seeds")
     @classmethod

@@ -4,6 +4,7 @@ names the file and, per problem, the field by its dotted path."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -47,8 +48,11 @@ def validate(cls: type[BaseModel], data: dict, source: str = "config") -> BaseMo
 
 
 def url_or_path(value):
-    """A URL kept as written (a Path would fold its '//'), anything else as a path."""
-    return value if "://" in str(value) else Path(value)
+    """A URL kept as text (a Path would fold its '//'), a path as a Path; anything else is left to the
+    field's own type check."""
+    if "://" in str(value):
+        return str(value)
+    return Path(value) if isinstance(value, (str, os.PathLike)) else value
 
 
 def relative_to(base: Path, path: Path | str) -> Path | str:

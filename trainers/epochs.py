@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from storage.packinfo import PackInfo
+from storage.remote import location
 from trainers.checkpoints import (
     KEPT_CHECKPOINTS,
     check_resumable,
@@ -55,7 +56,7 @@ class Progress:
 
 
 def resume(config: TrainConfig, pack_id: str, model, optimizer) -> Progress:
-    saved = load_latest_checkpoint(config.out)
+    saved = load_latest_checkpoint(location(config.out))
     if saved is None:
         return Progress()
     check_resumable(saved, config, pack_id)
@@ -76,15 +77,16 @@ def end_of_epoch(
 ) -> None:
     """Rank 0: record the epoch, keep the best weights, checkpoint, drop all but the last two checkpoints."""
     name, higher = selection_metric(info.task)
+    out = location(config.out)
     progress.history.append({**entry, "valid_loss": valid["loss"], "valid_metric": valid[name]})
     record = model_record(model, config, info, modalities)
     if is_better(valid[name], progress.best_metric, higher, valid["loss"], (progress.best_valid or {}).get("loss")):
         progress.best_epoch, progress.best_metric, progress.best_valid = entry["epoch"], valid[name], valid
         # best.pt before the checkpoint that names it, so no checkpoint points at missing weights
-        save_atomic({**record, "epoch": entry["epoch"], "valid": valid}, config.out / "best.pt")
+        save_atomic({**record, "epoch": entry["epoch"], "valid": valid}, out / "best.pt")
     progress.epoch = entry["epoch"]
-    path = checkpoint_path(config.out, progress.epoch)
+    path = checkpoint_path(out, progress.epoch)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_atomic({**record, **progress.state(), "optimizer": optimizer.state_dict()}, path)
-    for old in checkpoints(config.out)[KEPT_CHECKPOINTS:]:
+    for old in checkpoints(out)[KEPT_CHECKPOINTS:]:
         old.unlink()

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from storage.atomic import write_bytes_atomic
+from storage.remote import location
 from trainers.checkpoints import write_json_atomic
 from trainers.config import ExperimentConfig, TrainConfig, load_experiment_config
 from trainers.config_file import ConfigError
@@ -31,13 +33,13 @@ def run_name(backbone: str, method: str, calibration: str) -> str:
 
 
 def grid(config: ExperimentConfig) -> list[TrainConfig]:
-    runs = []
+    runs, out_dir = [], location(config.out)
     for pack in config.packs:
         for backbone in config.backbones:
             for method in config.methods:
                 for calibration in config.calibrations if method == "calibration" else ["paper"]:
                     for seed in config.seeds:
-                        out = config.out / Path(pack).name / run_name(backbone, method, calibration) / f"seed-{seed}"
+                        out = out_dir / location(pack).name / run_name(backbone, method, calibration) / f"seed-{seed}"
                         runs.append(
                             TrainConfig(
                                 **config.train.model_dump(),
@@ -74,15 +76,16 @@ def run_experiment(config: ExperimentConfig) -> list[dict]:
         results = []
         runs = grid(config)
         for run in tqdm(runs, desc="experiment", unit="run", disable=not rt.is_main):
-            done = run.out / "metrics.json"
+            done = location(run.out) / "metrics.json"
             if rt.is_main:
                 tqdm.write(f"{'done' if done.is_file() else 'train'}: {run.out}")
             metrics = json.loads(done.read_text()) if done.is_file() else train(run)
             results.append(result_entry(run, metrics))
         if rt.is_main:
-            config.out.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(results, config.out / "results.json")
-            (config.out / "results.md").write_text(results_markdown(results))
+            out = location(config.out)
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(results, out / "results.json")
+            write_bytes_atomic(out / "results.md", results_markdown(results).encode("utf-8"))
         return results
     finally:
         if rt.owns_group:

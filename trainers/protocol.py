@@ -27,8 +27,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
+from storage.remote import Location, location
 from trainers.config import Backbone, TrainConfig, TrainOptions
-from trainers.config_file import ConfigError
+from trainers.config_file import ConfigError, url_or_path
 from trainers.model_config import ReliabilityOptions
 
 BASES = {
@@ -96,7 +97,7 @@ class ProtocolTraining(BaseModel):
     """What the protocol trains and how it compares the runs (pipeline/protocol.py adds the data section)."""
 
     model_config = ConfigDict(extra="forbid")
-    out: Path
+    out: Path | str  # a folder, or a URL in a bucket
     train: TrainOptions = Field(default_factory=TrainOptions)
     augment: dict[str, Any] = Field(default_factory=dict)  # the "+aug" options (trainers.config.Augment)
     branch_unimodal_weight: float = Field(1.0, gt=0.0)  # the "+branch" weight
@@ -104,8 +105,13 @@ class ProtocolTraining(BaseModel):
     grid: list[Block] = Field(default_factory=lambda: [Block()], min_length=1)
     bootstrap: int = Field(2000, ge=100)  # resamples per paired interval
 
+    @field_validator("out", mode="before")
+    @classmethod
+    def _url_stays_text(cls, value):
+        return url_or_path(value)
 
-def run_dir(out: Path, regime: str, backbone: str, method: str, seed: int) -> Path:
+
+def run_dir(out: Location, regime: str, backbone: str, method: str, seed: int) -> Location:
     return out / "runs" / regime / f"{backbone}-{method}" / f"seed-{seed}"
 
 
@@ -119,7 +125,7 @@ def plan_runs(config: ProtocolTraining, packs: dict[str, Path]) -> list[tuple[st
                 for name in block.methods:
                     method, calibration, extras = parse_method(name)
                     for seed in block.seeds:
-                        out = run_dir(config.out, regime, backbone, name, seed)
+                        out = run_dir(location(config.out), regime, backbone, name, seed)
                         if out in seen:
                             continue
                         seen.add(out)
@@ -150,6 +156,6 @@ def train_all(runs: list[tuple[str, str, TrainConfig]]) -> None:
     from trainers.train import train
 
     for _, _, run in tqdm(runs, desc="protocol", unit="run"):
-        if not (run.out / "metrics.json").is_file():
+        if not (location(run.out) / "metrics.json").is_file():
             tqdm.write(f"train: {run.out}")
             train(run)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from storage.packinfo import read_pack
+from storage.remote import Location, location
 from trainers.analysis.corruption import corrupted_batches
 from trainers.analysis.corruption import feature_std as corruption_std
 from trainers.analysis.detection import detection_metrics, read_perturbations
@@ -88,7 +89,7 @@ def corruption_curves(run, batches: list[dict]) -> dict:
     return curves
 
 
-def evaluate_run(path: Path, test_sets: dict[str, tuple[list[dict], dict]]) -> dict:
+def evaluate_run(path: Location, test_sets: dict[str, tuple[list[dict], dict]]) -> dict:
     """{"sets": {name: metrics}, "removal_pert": {m: acc}, "ceiling_pert": acc, "corruption": curves}."""
     run = load_run(path)
     sets = {name: evaluate_set(run, batches, table) for name, (batches, table) in test_sets.items()}
@@ -108,7 +109,7 @@ def evaluate_runs(runs, builds: dict[str, tuple[Path, Path]]) -> list[dict]:
     """Evaluate every run (cached in <run>/protocol.json); builds: {build: (pack, perturbations.csv)}."""
     test_sets, evaluations = None, []
     for regime, method, config in runs:
-        cache = config.out / "protocol.json"
+        cache = location(config.out) / "protocol.json"
         saved = json.loads(cache.read_text()) if cache.is_file() else None
         if saved is None or saved.get("version") != EVAL_VERSION:
             if test_sets is None:  # decoded once: every run reads the same batches

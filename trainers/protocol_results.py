@@ -4,12 +4,12 @@ each run's own evaluation is in trainers/protocol_eval.py)."""
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 
 import numpy as np
 
+from storage.atomic import write_bytes_atomic, write_json_atomic
+from storage.remote import location
 from trainers.metrics import json_safe
 from trainers.protocol import BASELINES
 
@@ -192,12 +192,11 @@ def write_results(config, runs, evaluations: list[dict]) -> dict:
             }
         )
     )
-    config.out.mkdir(parents=True, exist_ok=True)
+    out = location(config.out)
+    out.mkdir(parents=True, exist_ok=True)
     # One line: with every run's per-kind numbers it is a few hundred kB indented; results.md is the view.
-    path = config.out / "results.json"
-    path.with_name(path.name + ".tmp").write_text(json.dumps(results, separators=(",", ":")))
-    os.replace(path.with_name(path.name + ".tmp"), path)
-    (config.out / "results.md").write_text(results_markdown(results))
+    write_json_atomic(out / "results.json", results, separators=(",", ":"))
+    write_bytes_atomic(out / "results.md", results_markdown(results).encode("utf-8"))
     return results
 
 

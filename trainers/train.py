@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from storage.packinfo import PackInfo, cached_pack, read_pack
+from storage.remote import Location, location
 from storage.shards import CorruptShard
 from trainers.analysis.dynamics import epoch_statistics
 from trainers.augment import feature_std
@@ -92,7 +93,7 @@ def _train(config: TrainConfig, rt: Runtime) -> dict:
     amp, on_gpu = use_amp(config, rt.device), rt.device.type == "cuda"
     model = make_model(config, info, modalities).to(rt.device)
     optimizer = make_optimizer(model, config)
-    config.out.mkdir(parents=True, exist_ok=True)
+    location(config.out).mkdir(parents=True, exist_ok=True)
     progress = resume(config, info.pack_id, model, optimizer)
     net = DistributedDataParallel(model, device_ids=[rt.device] if on_gpu else None) if rt.distributed else model
     # Both loaders keep their workers from epoch to epoch.
@@ -152,7 +153,7 @@ def _train(config: TrainConfig, rt: Runtime) -> dict:
     if rt.is_main:
         write_results(model, config, info, spec, modalities, rt, amp)
     barrier(rt)
-    return json.loads((config.out / "metrics.json").read_text())
+    return json.loads((location(config.out) / "metrics.json").read_text())
 
 
 def training_std(
@@ -188,8 +189,9 @@ def write_results(
     model, config: TrainConfig, info: PackInfo, spec: BatchSpec, modalities: list[str], rt: Runtime, amp: bool
 ) -> None:
     """Test at the selected epoch; metrics.json last, so its presence means the run is complete."""
-    latest = load_checkpoint(latest_checkpoint(config.out))
-    best = load_checkpoint(config.out / "best.pt")
+    out = location(config.out)
+    latest = load_checkpoint(latest_checkpoint(out))
+    best = load_checkpoint(out / "best.pt")
     model.load_state_dict(best["model"])
     test = evaluate_split(model, info, spec, "test", config, rt.device, amp) if info.count("test") else {}
     name, higher = selection_metric(info.task)
@@ -204,11 +206,11 @@ def write_results(
         "world_size": rt.world_size,
         "config": config.model_dump(mode="json"),
     }
-    write_json_atomic(metrics, config.out / "metrics.json")
+    write_json_atomic(metrics, out / "metrics.json")
 
 
 def evaluate(
-    checkpoint: Path | str,
+    checkpoint: Location | str,
     pack: Path | str,
     split: str = "test",
     *,

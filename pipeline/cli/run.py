@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from pipeline.cli.common import console, fail, print_extraction, print_variants, run_guarded
+from storage.remote import location
 
 STAGES_HELP = "Stages to run, comma-separated, from extract,pack,train,evaluate (default: all, in that order)."
 RUN_MODALITY_HELP = "Only this one of the config's modalities, in every stage (repeatable; default: all of them)."
@@ -104,7 +105,7 @@ def print_stages(result: dict) -> None:
     console.print(table)
     if "variants" in result and any(r["stage"] == "evaluate" for r in result["stages"]):
         print_variants(result["variants"], title="test split (mean +- std over seeds)")
-    console.print(f"record: {Path(result['out']) / 'stages.json'}", soft_wrap=True, highlight=False)
+    console.print(f"record: {location(result['out']) / 'stages.json'}", soft_wrap=True, highlight=False)
 
 
 def schedule(

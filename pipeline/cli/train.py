@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.cli.common import console, fail, print_variants, run_guarded
+from storage.remote import location
 
 
 def train(config: Path = typer.Argument(..., help="Training config (YAML/JSON): pack, out, backbone, method, ...")):
@@ -24,7 +25,7 @@ def train(config: Path = typer.Argument(..., help="Training config (YAML/JSON): 
 
 
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `precal train` (best.pt)."),
+    checkpoint: str = typer.Argument(..., help="A checkpoint written by `precal train` (best.pt), a path or a URL."),
     pack_dir: str = typer.Option(..., "--pack", help="Packed shards folder (STORE/packed/<pack-id>), a path or a URL."),
     split: str = typer.Option("test", help="train, valid or test."),
 ):
@@ -32,7 +33,7 @@ def evaluate(
     from trainers.train import USER_ERRORS
     from trainers.train import evaluate as run_evaluation
 
-    if not checkpoint.is_file():
+    if not location(checkpoint).is_file():
         fail(f"{checkpoint}: no such checkpoint")
     try:
         console.print_json(data=run_evaluation(checkpoint, pack_dir, split))
@@ -71,7 +72,7 @@ def experiment(
         from pipeline.analysis import analyse as analyse_experiment
 
         analyse_experiment(experiment_config.out, manifest=manifest, raw=manifest is not None)
-        console.print(f"analysis: {experiment_config.out / 'analysis'}")
+        console.print(f"analysis: {location(experiment_config.out) / 'analysis'}")
 
 
 def run_protocol_preset(config: Path) -> None:
@@ -89,14 +90,14 @@ def run_protocol_preset(config: Path) -> None:
             f"{v['baseline']}, pert {v['pert_vs_baseline']}, clean {v['clean_vs_baseline']}",
             soft_wrap=True,
         )
-    console.print(f"results: {protocol.out / 'results.md'}")
+    console.print(f"results: {location(protocol.out) / 'results.md'}")
 
 
 def analyse(
-    run: Path = typer.Argument(
+    run: str = typer.Argument(
         ...,
         help="A training run folder (metrics.json + best.pt) or an experiment folder "
-        "holding several runs (each is analysed, plus a table of all).",
+        "holding several runs (each is analysed, plus a table of all); a path or a URL.",
     ),
     manifest: Path | None = typer.Option(
         None,
@@ -134,14 +135,15 @@ def analyse(
         chosen = parse_severities(severities)
     except ValueError as err:
         fail(f"--severities {severities!r}: {err}")
-    if not run.is_dir():
+    folder = location(run)
+    if not folder.is_dir():
         fail(f"{run}: no such folder")
     if manifest is not None and not manifest.is_file():
         fail(f"--manifest {manifest}: no such file")
     try:
         result = run_guarded(
             lambda: run_analysis(
-                run,
+                folder,
                 manifest=manifest,
                 store=store,
                 perturbations=perturbations,
@@ -155,7 +157,7 @@ def analyse(
         fail(str(err))
     for note in result.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
-    console.print(f"report: {run / 'analysis' / 'report.html'}", soft_wrap=True, highlight=False)
+    console.print(f"report: {folder / 'analysis' / 'report.html'}", soft_wrap=True, highlight=False)
 
 
 def parse_severities(text: str) -> list[int]:

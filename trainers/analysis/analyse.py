@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from storage.packinfo import PackInfo
+from storage.remote import Location, is_remote, location
 from trainers.analysis.corruption import SEVERITIES, feature_corruption, raw_corruption
 from trainers.analysis.detection import detection_metrics, read_perturbations, scale_by_status
 from trainers.analysis.document import build_document
@@ -39,9 +40,9 @@ def method_label(run: Run) -> str:
     return f"calibration ({c.calibration})" if c.method == "calibration" else c.method
 
 
-def analyse(path: Path | str, **options) -> dict:
-    """A run folder (metrics.json + best.pt) or an experiment folder holding several runs."""
-    path = Path(path)
+def analyse(path: Location | str, **options) -> dict:
+    """A run folder (metrics.json + best.pt) or an experiment folder holding several runs (a folder or a URL)."""
+    path = location(path)
     if is_run(path):
         return analyse_run(path, **options)
     runs = find_runs(path)
@@ -61,13 +62,13 @@ def analyse(path: Path | str, **options) -> dict:
 
 
 def analyse_run(
-    run_dir: Path | str,
+    run_dir: Location | str,
     *,
     variants: VariantBuilder | None = None,
     perturbations: Path | str | None = None,
     severities=SEVERITIES,
     raw: bool = True,
-    variants_dir: Path | None = None,
+    variants_dir: Location | None = None,
     batch_size: int = 64,
     tsne_points: int = 1000,
     publish: bool = True,
@@ -106,6 +107,11 @@ def analyse_run(
         notes.append(
             "Raw-level corruption needs the manifest the pack was built from (--manifest, and --store "
             "when the pack is not inside its store): feature-level only."
+        )
+    elif is_remote(variants_dir or out):
+        notes.append(
+            f"Raw-level corruption was not run: its variants (corrupted media, re-extracted) are written to a "
+            f"local folder, and this run is in a bucket ({run.path}); copy the run to a local folder for them."
         )
     else:
         stage("raw-level corruption (variants re-extracted)")

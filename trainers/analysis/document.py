@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from storage.remote import Location
 from trainers.analysis import visual
 from trainers.analysis.corruption import KINDS as FEATURE_KINDS
 from trainers.analysis.pictures import pictures
@@ -13,7 +14,7 @@ from trainers.analysis.runs import Outputs, Run
 
 
 def build_document(
-    run: Run, result: dict, outputs: Outputs, table: dict | None, tsne_points: int, figures: Path
+    run: Run, result: dict, outputs: Outputs, table: dict | None, tsne_points: int, figures: Location
 ) -> Document:
     doc = Document(f"precal analysis: {run.name}")
 

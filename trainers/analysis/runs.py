@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from storage.packinfo import PackInfo, read_pack
+from storage.remote import Location, location
 from trainers.batches import BatchSpec
 from trainers.calibration import masked_mean
 from trainers.checkpoints import check_compatible, load_checkpoint, model_from_record
@@ -26,7 +26,7 @@ Transform = Callable[[dict], dict]
 
 @dataclass
 class Run:
-    path: Path
+    path: Location
     metrics: dict
     config: TrainConfig
     model: FusionModel
@@ -53,20 +53,20 @@ class Run:
         return BatchSpec.for_pack(info or self.info, self.modalities, self.config.max_len)
 
 
-def is_run(path: Path) -> bool:
+def is_run(path: Location) -> bool:
     return (path / "metrics.json").is_file() and (path / "best.pt").is_file()
 
 
-def find_runs(folder: Path) -> list[Path]:
+def find_runs(folder: Location | str) -> list[Location]:
     """The finished runs of an experiment's output folder, which trainers.experiment lays out as
     <out>/<pack>/<backbone>-<method>/seed-<n>/ (only that depth is searched: a folder that is not an
     experiment is not walked through)."""
-    return sorted(p.parent for p in Path(folder).glob("*/*/seed-*/metrics.json") if is_run(p.parent))
+    return sorted(p.parent for p in location(folder).glob("*/*/seed-*/metrics.json") if is_run(p.parent))
 
 
-def load_run(path: Path | str) -> Run:
+def load_run(path: Location | str) -> Run:
     """The run's selected weights (best.pt) on the pack it was trained on, in eval mode on the CPU."""
-    path = Path(path)
+    path = location(path)
     if not is_run(path):
         raise FileNotFoundError(f"{path} is not a finished training run (it needs metrics.json and best.pt)")
     saved = load_checkpoint(path / "best.pt")
@@ -77,7 +77,7 @@ def load_run(path: Path | str) -> Run:
     return Run(path, metrics, config, model_from_record(saved), info, list(saved["modalities"]), saved["classes"])
 
 
-def find_baseline(run: Run) -> Path | None:
+def find_baseline(run: Run) -> Location | None:
     """The method-"none" run of the same pack, backbone, seed and modalities in the same experiment
     (experiment layout: <out>/<pack>/<backbone>-<method>/seed-<n>/)."""
     if run.config.method == "none":
@@ -88,7 +88,7 @@ def find_baseline(run: Run) -> Path | None:
         if (
             same
             and config.get("method") == "none"
-            and Path(config.get("pack", "")) == Path(run.config.pack)
+            and location(config.get("pack", "")) == location(run.config.pack)
             and is_run(candidate.parent)
         ):
             return candidate.parent

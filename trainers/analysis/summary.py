@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import numpy as np
 
+from storage.remote import Location, location
 from trainers.analysis.report import Document, publish_artifact
 from trainers.checkpoints import write_json_atomic
 
@@ -29,7 +29,7 @@ def headline(result: dict) -> dict:
     }
 
 
-def experiment_summary(folder: Path, results: list[dict], publish: bool) -> dict:
+def experiment_summary(folder: Location, results: list[dict], publish: bool) -> dict:
     out = folder / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     rows = [{"run": r["run"], "name": r["name"], **headline(r)} for r in results]
@@ -62,7 +62,7 @@ def experiment_summary(folder: Path, results: list[dict], publish: bool) -> dict
     doc.table(
         "run",
         ["run", *keys],
-        [[Path(r["run"]).relative_to(folder).as_posix(), *[r[k] for k in keys]] for r in rows],
+        [[location(r["run"]).relative_to(folder).as_posix(), *[r[k] for k in keys]] for r in rows],
         caption="Every run",
     )
     (out / "report.html").write_text(doc.html(), encoding="utf-8")
