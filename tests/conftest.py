@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from flows.prefect_env import apply_offline_defaults
-from tests.s3server import client_env, reserve_ports
+from tests.gcsserver import client_env as gcs_client_env
+from tests.s3server import client_env, free_ports, reserve_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -26,6 +27,8 @@ apply_offline_defaults()  # as the CLI does, before any test imports Prefect (it
 # server did, and keep the environment it had then.
 S3_PORTS = reserve_ports()
 os.environ.update(client_env(S3_PORTS))
+GCS_PORT = free_ports(1)[0]  # the same for the GCS emulator
+os.environ.update(gcs_client_env(GCS_PORT))
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +63,15 @@ def s3_server(tmp_path_factory):
 def s3(s3_server):
     """The S3 server (its endpoint and keys are in the environment: S3_PORTS)."""
     return s3_server
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """One GCS emulator for the session (loopback, in memory); gcsfs finds it in the environment."""
+    from tests.gcsserver import GCSServer, emulator_installed
+
+    if not emulator_installed():
+        pytest.skip("the GCS emulator is not installed (pip install gcp-storage-emulator gcsfs, in the test extra)")
+    server = GCSServer(tmp_path_factory.mktemp("gcs"), port=GCS_PORT).start()
+    yield server
+    server.stop()
