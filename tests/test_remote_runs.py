@@ -5,9 +5,14 @@ analysis, and the pipeline's train and evaluate stages under a store URL's runs 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from pipeline.config import PipelineConfig
 from pipeline.stage_records import StageOutcome, read_stages, run_stage
@@ -16,6 +21,7 @@ from storage import remote
 from storage.layout import Store
 from storage.packinfo import read_pack
 from storage.remote import URL
+from tests.orchestration_helpers import TINY_TRAIN, split_subset
 from tests.pack_helpers import write_pack
 from tests.s3server import upload
 from trainers import steps
@@ -24,6 +30,9 @@ from trainers.checkpoints import load_checkpoint, load_model
 from trainers.config import ExperimentConfig, TrainConfig
 from trainers.data import eval_loader
 from trainers.experiment import run_experiment
+from trainers.protocol import ProtocolTraining, plan_runs, train_all
+from trainers.protocol_eval import evaluate_runs
+from trainers.protocol_results import write_results
 from trainers.train import batch_spec, evaluate, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -68,6 +77,13 @@ def test_a_run_in_the_bucket_matches_a_local_run(bucket, local_pack, tmp_path):
     from_bucket, from_disk = load_model(str(out / "best.pt")), load_model(tmp_path / "local" / "best.pt")
     assert torch.equal(logits(from_bucket, pack), logits(from_disk, local_pack))
     assert evaluate(str(out / "best.pt"), pack, "test") == pytest.approx(in_bucket["test"])
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    shown = CliRunner().invoke(app, ["evaluate", str(out / "best.pt"), "--pack", pack])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output) == pytest.approx(in_bucket["test"])
 
 
 class Killed(Exception):
@@ -105,8 +121,14 @@ def test_a_run_killed_in_the_bucket_resumes_exactly(bucket, local_pack, tmp_path
 
 
 def test_an_unreadable_checkpoint_url_is_named(bucket):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
     prefix, pack = bucket
     missing = str(prefix / "runs" / "none" / "best.pt")
+    shown = CliRunner().invoke(app, ["evaluate", missing, "--pack", pack])
+    assert shown.exit_code != 0 and f"{missing}: no such checkpoint" in shown.output
     with pytest.raises(ValueError, match=f"{missing}: unreadable checkpoint"):
         evaluate(missing, pack, "test")
     remote.put(URL(missing), b"not a checkpoint")
@@ -143,6 +165,32 @@ def test_an_experiment_grid_and_its_analysis_write_to_the_bucket(bucket, monkeyp
     assert report["baseline"] == str(out / "pack" / "late-none" / "seed-0")
 
 
+def test_a_protocol_grid_writes_its_runs_and_results_to_the_bucket(s3, tmp_path):
+    prefix = URL(s3.new_prefix())
+    pack = prefix / "pack"
+    upload(write_pack(tmp_path / "pack", missing_rate=0.0), pack)
+    table = tmp_path / "perturbations.csv"
+    rows = [f"test_{i:05d},{('audio', 'text', 'video')[i % 3]},degraded," for i in range(12)]
+    table.write_text("\n".join(["sample_id,modality,kind,detail", *rows]) + "\n")
+    config = ProtocolTraining(
+        out=str(prefix / "protocol"),
+        train={**SETTINGS, "epochs": 1},
+        augment={"share": 0.5},
+        grid=[{"regimes": ["standard"], "backbones": ["late"], "methods": ["none+aug", "paper+aug"], "seeds": [0]}],
+        bootstrap=100,
+    )
+    runs = plan_runs(config, {"standard": str(pack), "clean": str(pack)})
+    train_all(runs)
+    results = write_results(
+        config, runs, evaluate_runs(runs, {b: (str(pack), table) for b in ("standard", "clean", "perturbed")})
+    )
+
+    assert json.loads((prefix / "protocol" / "results.json").read_text()) == results
+    assert "| late | paper+aug | 1 |" in (prefix / "protocol" / "results.md").read_text()
+    run = "runs/standard/late-paper+aug/seed-0"
+    assert {f"{run}/best.pt", f"{run}/metrics.json", f"{run}/protocol.json"} <= set(objects(prefix / "protocol"))
+
+
 def test_the_pipeline_runs_under_a_store_url_without_out(bucket):
     prefix, pack = bucket
     store = str(prefix / "store")
@@ -171,3 +219,33 @@ def test_a_bucket_run_writes_nothing_locally(bucket, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     train(TrainConfig(pack=pack, out=str(prefix / "runs" / "cwd"), **{**SETTINGS, "epochs": 1}))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_precal_run_with_a_store_url_and_no_out_keeps_its_runs_in_the_store(s3, tmp_path):
+    """`precal run` as a user runs it, everything in the bucket: media, manifest, store and run outputs."""
+    prefix = URL(s3.new_prefix())
+    split_subset(tmp_path / "data", {"train": 8, "valid": 4, "test": 4})
+    upload(tmp_path / "data", prefix / "data")
+    config = tmp_path / "pipeline.yaml"
+    settings = {
+        "manifest": str(prefix / "data" / "manifest.csv"),
+        "store": str(prefix / "store"),
+        "extract": {"modalities": {"text": {}, "audio": {"name": "logmel"}}, "num_workers": 0},
+        "train": TINY_TRAIN,
+    }
+    config.write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    precal = Path(sys.executable).with_name("precal")
+    result = subprocess.run([str(precal), "run", str(config)], env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Traceback" not in output, output[-4000:]
+
+    runs = prefix / "store" / "runs"
+    assert f"record: {runs / 'stages.json'}" in result.stdout
+    stages = read_stages(runs)["stages"]
+    assert [stages[s]["status"] for s in ("extract", "pack", "train", "evaluate")] == ["ran"] * 4
+    assert stages["train"]["result"]["out"].startswith(str(runs / "runs"))
+    (variant,) = json.loads((runs / "metrics.json").read_text())["variants"].values()
+    assert variant["runs"] == 1 and 0 <= variant["test"]["accuracy"]["mean"] <= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "pipeline.yaml", "prefect"]
