@@ -1,7 +1,8 @@
 """The training loop: AdamW on a pack's streamed shards, selection on valid, test at the selected epoch.
 
 Run alone (`train(config)`) or under torchrun (`python -m torch.distributed.run --nproc_per_node N
--m trainers.train CONFIG`; gloo on CPU, nccl on GPU). Rank 0 evaluates, checkpoints and writes:
+-m trainers.train CONFIG`; gloo on CPU, nccl on GPU). Rank 0 evaluates, checkpoints and writes (into a
+folder, or as objects under a bucket URL: storage/atomic.py writes each whole):
   <out>/checkpoints/epoch-NNN.pt   the last two epochs: model, optimizer, history, best so far, config
   <out>/best.pt                    the model of the epoch with the best validation metric
   <out>/metrics.json               {"valid", "test", "best_epoch", "history", "config", ...}
