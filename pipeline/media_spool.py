@@ -59,6 +59,8 @@ class MediaSpool:
         partial.write_bytes(data)
         os.replace(partial, self.path(digest))  # a decoder sees the whole copy or none
         with self.lock:
+            if digest in self.sizes:  # another thread kept the same bytes meanwhile
+                return
             self.sizes[digest] = len(data)
             self.used += len(data)
             while self.used > self.limit:
