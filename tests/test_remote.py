@@ -25,8 +25,14 @@ def test_locations_parse_paths_and_urls(tmp_path):
         shard.relative_to(URL("gs://bucket/store"))
 
 
-def test_missing_filesystem_names_the_extra():
-    with pytest.raises(ImportError, match=r"precal\[gcs\]"):
+def test_missing_filesystem_names_the_extra(monkeypatch):
+    import fsspec
+
+    def not_installed(protocol, **options):  # as fsspec fails when gcsfs is not installed
+        raise ImportError("Install gcsfs to access Google Storage")
+
+    monkeypatch.setattr(fsspec, "filesystem", not_installed)
+    with pytest.raises(ImportError, match=r"gs://bucket/store: no filesystem for gs:// is installed .*precal\[gcs\]"):
         remote.filesystem(URL("gs://bucket/store"))
 
 
