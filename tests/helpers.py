@@ -1,5 +1,6 @@
 """Small builders shared by tests."""
 
+import contextlib
 import csv
 import os
 import random
@@ -10,8 +11,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.datasets.avdigits import bundled_sample_dir
+from trainers import steps
 
 
 def bundled_subset(folder: Path, count: int, start: int = 0) -> Path:
@@ -67,3 +70,27 @@ def crash_campaign(manifest, store_named, start, finish, assert_honest, kills: i
     finish(manifest, store)
     assert_honest(store)
     return store
+
+
+class Killed(Exception):
+    """Stands for a kill in the middle of training."""
+
+
+@contextlib.contextmanager
+def killed_at_step(step: int):
+    """Within the block, training dies (Killed) at its `step`-th optimiser step, counted from 1; the block
+    expects it to."""
+    real, calls = steps.train_step, []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == step:
+            raise Killed
+        return real(*args, **kwargs)
+
+    steps.train_step = dies
+    try:
+        with pytest.raises(Killed):
+            yield
+    finally:
+        steps.train_step = real

@@ -52,13 +52,13 @@ print("finished", flush=True)
 """
 
 
-def upload_subset(s3, tmp_path, count: int | dict[str, int]) -> tuple[str, URL]:
-    """`count` bundled clips (or so many per split) and their manifest in a fresh prefix of the bucket:
-    (manifest URL, prefix)."""
+def upload_subset(server, tmp_path, count: int | dict[str, int]) -> tuple[str, URL]:
+    """`count` bundled clips (or so many per split) and their manifest in a fresh prefix of the server's
+    bucket (S3 or GCS): (manifest URL, prefix)."""
     local = tmp_path / "data"
     manifest = bundled_subset(local, count) if isinstance(count, int) else split_subset(local, count)
     folder = manifest.parent
-    prefix = URL(s3.new_prefix())
+    prefix = URL(server.new_prefix())
     upload(folder, prefix / "data")
     return str(prefix / "data" / "manifest.csv"), prefix
 
@@ -103,14 +103,21 @@ def assert_complete(store: URL, ids: list[str]) -> None:
     assert set(on_store.values()) == {1} and len(on_store) == len(MODALITIES) * len(ids)  # each sample once
 
 
-def test_extraction_reads_media_from_the_bucket_and_a_noop_rerun_writes_nothing(s3, tmp_path):
-    manifest, prefix = upload_subset(s3, tmp_path, 6)
-    store = prefix / "store"
+def extract_six(manifest: str, store: URL, tmp_path) -> ExtractConfig:
+    """A first extraction of the six clips upload_subset put in the bucket: each sample ok and stored once,
+    the store honest. Returns its config, for re-runs."""
     config = ExtractConfig(shard_size=4, batch_size=4, num_workers=1)
     report = run_extraction(read_manifest(manifest), store, config, progress=False)
     assert (report.totals()["ok"], report.totals()["failed"]) == (18, 0)
     assert_honest(store)
     assert_complete(store, [row["sample_id"] for row in csv.DictReader(open(tmp_path / "data" / "manifest.csv"))])
+    return config
+
+
+def test_extraction_reads_media_from_the_bucket_and_a_noop_rerun_writes_nothing(s3, tmp_path):
+    manifest, prefix = upload_subset(s3, tmp_path, 6)
+    store = prefix / "store"
+    config = extract_six(manifest, store, tmp_path)
     objects, before = s3.object_keys(), s3.requests()
     again = run_extraction(read_manifest(manifest), store, config, progress=False)
     assert again.totals()["ok"] == 0 and again.totals()["skipped"] == 18
@@ -130,7 +137,12 @@ def test_sigkill_at_random_moments_then_rerun(s3, tmp_path):
 
 def test_a_second_extraction_stops_naming_the_holder(s3, tmp_path):
     manifest, prefix = upload_subset(s3, tmp_path, 6)
-    store = prefix / "store"
+    assert_a_second_extraction_stops(manifest, prefix / "store")
+
+
+def assert_a_second_extraction_stops(manifest: str, store: URL) -> None:
+    """While a first extraction (another process) holds the store's lease, a second one stops at once
+    with a message naming the holder."""
     first = start(manifest, store)
     try:
         deadline = time.monotonic() + 120

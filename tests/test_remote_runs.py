@@ -21,10 +21,10 @@ from storage import remote
 from storage.layout import Store
 from storage.packinfo import read_pack
 from storage.remote import URL
+from tests.helpers import killed_at_step
 from tests.orchestration_helpers import TINY_TRAIN, split_subset
 from tests.pack_helpers import write_pack
 from tests.s3server import upload
-from trainers import steps
 from trainers.analysis.analyse import analyse
 from trainers.checkpoints import load_checkpoint, load_model
 from trainers.config import ExperimentConfig, TrainConfig
@@ -86,30 +86,16 @@ def test_a_run_in_the_bucket_matches_a_local_run(bucket, local_pack, tmp_path):
     assert json.loads(shown.output) == pytest.approx(in_bucket["test"])
 
 
-class Killed(Exception):
-    pass
-
-
-def test_a_run_killed_in_the_bucket_resumes_exactly(bucket, local_pack, tmp_path, monkeypatch):
+def test_a_run_killed_in_the_bucket_resumes_exactly(bucket, local_pack, tmp_path):
     """The local resumption test (tests/test_train.py) with the run's folder in the bucket: its
     checkpoints are listed, loaded and pruned there."""
     prefix, pack = bucket
     out = prefix / "runs" / "resumed"
     straight = train(TrainConfig(pack=local_pack, out=tmp_path / "straight", method="calibration", **SETTINGS))
 
-    real_step, calls = steps.train_step, []
-
-    def dies_in_epoch_three(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 12:  # 5 steps per epoch: the 2nd step of epoch 3
-            raise Killed
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(steps, "train_step", dies_in_epoch_three)
-    with pytest.raises(Killed):
+    with killed_at_step(12):  # 5 steps per epoch: the 2nd step of epoch 3
         train(TrainConfig(pack=pack, out=str(out), method="calibration", **SETTINGS))
     assert objects(out) == ["best.pt", "checkpoints/epoch-001.pt", "checkpoints/epoch-002.pt"]
-    monkeypatch.setattr(steps, "train_step", real_step)
     resumed = train(TrainConfig(pack=pack, out=str(out), method="calibration", **SETTINGS))
 
     assert resumed["history"] == straight["history"]

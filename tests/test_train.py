@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from storage.packinfo import read_pack
+from tests.helpers import killed_at_step
 from tests.pack_helpers import write_pack
-from trainers import steps
 from trainers.batches import BatchSpec, to_device
 from trainers.checkpoints import load_checkpoint, load_model
 from trainers.config import TrainConfig
@@ -62,33 +62,19 @@ def test_learns_an_easy_task(pack, tmp_path):
     assert metrics["valid"]["accuracy"] >= 0.6  # chance is 1/3
 
 
-class Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize(
     "method,workers,threads", [("calibration", 0, 1), ("ogm_ge", 0, 1), ("calibration", 1, 1), ("calibration", 0, 2)]
 )
-def test_resume_after_kill_equals_a_straight_run(pack, tmp_path, monkeypatch, method, workers, threads):
+def test_resume_after_kill_equals_a_straight_run(pack, tmp_path, method, workers, threads):
     """With workers, the straight run keeps them from epoch to epoch while the resumed one starts them in
     epoch 3: the data and the RNG draws must not depend on that. Exact equality holds for a given thread
     count (each run sums in the same order), so it is checked with one and with two."""
     torch.set_num_threads(threads)  # the module's one-thread fixture restores the count afterwards
     straight = train(config(pack, tmp_path / "straight", epochs=3, method=method, num_workers=workers))
 
-    real_step, calls = train_step, []
-
-    def dies_in_epoch_three(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 12:  # 5 steps per epoch: the 2nd step of epoch 3
-            raise Killed
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(steps, "train_step", dies_in_epoch_three)
-    with pytest.raises(Killed):
+    with killed_at_step(12):  # 5 steps per epoch: the 2nd step of epoch 3
         train(config(pack, tmp_path / "resumed", epochs=3, method=method, num_workers=workers))
     assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["epoch-001.pt", "epoch-002.pt"]
-    monkeypatch.setattr(steps, "train_step", real_step)
     resumed = train(config(pack, tmp_path / "resumed", epochs=3, method=method, num_workers=workers))
 
     assert resumed["history"] == straight["history"]
