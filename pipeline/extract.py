@@ -7,7 +7,6 @@ still there, and finishes the rest.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,23 +18,21 @@ from tqdm.auto import tqdm
 
 from extractors import EncoderSpec
 from pipeline.config import ExtractConfig
+from pipeline.encoders import DTYPES, choose_spec, is_recorded, record_encoder, store_fingerprint
 from pipeline.manifest import Manifest, Sample
 from pipeline.media_spool import keep as media_spool_keep
 from pipeline.media_spool import media_spool
 from pipeline.spec_cache import spec_for
 from storage import remote
-from storage.atomic import write_bytes_atomic
 from storage.catalog import Catalog
 from storage.features import FeatureSet, FeatureWriter, UnstorableError
-from storage.fingerprint import FileHashCache, content_hash, json_fingerprint, source_file
+from storage.fingerprint import FileHashCache, content_hash, source_file
 from storage.layout import Store
 from storage.lock import store_lock
 from storage.remote import Location, location
 
 if TYPE_CHECKING:
     from extractors import Encoder
-
-DTYPES = ("float16", "float32")
 
 
 @dataclass
@@ -57,11 +54,6 @@ class Todo:
     content_hash: str
     reuse: dict | None = None  # an ok row of another sample with this content: no extraction, a row of its own
     source_digest: str | None = None  # sha256 of a source in a bucket: names its spooled copy
-
-
-def store_fingerprint(encoder: Encoder | EncoderSpec, dtype: str) -> str:
-    """The encoder's fingerprint plus how its output is stored."""
-    return json_fingerprint({"encoder": encoder.fingerprint(), "dtype": dtype})
 
 
 def plan(
@@ -231,50 +223,6 @@ def summary_dict(summary: ModalitySummary) -> dict:
     return asdict(summary)
 
 
-def choose_spec(modality: str, name: str | None = None, options: dict | None = None) -> EncoderSpec:
-    """The chosen encoder's spec: its fingerprint without loading its model."""
-    from extractors import encoder_spec
-
-    return encoder_spec(modality, name, **(options or {}))
-
-
-def record_encoder(store: Path, spec: EncoderSpec, fingerprint: str, dtype: str) -> None:
-    """Keep how the features were made beside them, so `verify --repair` can make them again. Rewritten
-    whenever it does not read back as this record (a torn or edited file is mended, not trusted)."""
-    path = Store(store).encoder_record(spec.modality, fingerprint)
-    text = _record(spec, dtype)
-    if _read_text(path) != text:
-        write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def _record(spec: EncoderSpec, dtype: str) -> str:
-    info = {
-        "modality": spec.modality,
-        "name": spec.name,
-        "options": spec.options,
-        "dtype": dtype,
-        "settings": spec.describe(),
-    }
-    return json.dumps(info, indent=2, sort_keys=True, default=str)
-
-
-def recorded_dtype(info: dict, path: Path) -> str:
-    """The storage dtype an encoder.json records (records written before precal kept it lack it)."""
-    if info.get("dtype") not in DTYPES:
-        raise ValueError(
-            f"{path} does not record the features' dtype (written by an older precal): "
-            "run `precal extract` with the same encoders once to bring it up to date"
-        )
-    return info["dtype"]
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
 @dataclass
 class ExtractionReport:
     modalities: list[ModalitySummary]
@@ -358,7 +306,7 @@ def _all_done(
         todo, skipped = plan(
             manifest, store, spec, config.dtype, retry_failed=config.retry_failed, latest=latest, files=files
         )
-        if todo or _read_text(Store(store).encoder_record(modality, fingerprint)) != _record(spec, config.dtype):
+        if todo or not is_recorded(store, spec, fingerprint, config.dtype):
             return None
         summaries.append(ModalitySummary(modality, spec.encoder_name, fingerprint, skipped=skipped))
     return summaries

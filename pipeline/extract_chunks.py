@@ -12,16 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import ExtractConfig
-from pipeline.extract import (
-    ExtractionReport,
-    ModalitySummary,
-    Todo,
-    choose_spec,
-    extract_modality,
-    plan,
-    record_encoder,
-    store_fingerprint,
-)
+from pipeline.encoders import choose_spec, record_encoder, store_fingerprint
+from pipeline.extract import ExtractionReport, ModalitySummary, Todo, extract_modality, plan
 from pipeline.manifest import Manifest
 from pipeline.media_spool import keep as media_spool_keep
 from pipeline.spec_cache import spec_for

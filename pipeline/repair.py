@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from extractors import DEFAULTS, Encoder
-from pipeline.extract import DTYPES, ModalitySummary, choose_spec, extract_modality, plan, store_fingerprint
+from pipeline.encoders import DTYPES, choose_spec, store_fingerprint
+from pipeline.extract import ModalitySummary, extract_modality, plan
 from pipeline.manifest import Manifest
 from storage.catalog import Catalog
 from storage.layout import Store

@@ -36,14 +36,8 @@ from tqdm.auto import tqdm
 
 from extractors.decode import read_audio
 from pipeline.config import EncoderChoice, ExtractConfig
-from pipeline.extract import (
-    ExtractionReport,
-    choose_spec,
-    extract_one_modality,
-    recorded_dtype,
-    selection_for,
-    store_fingerprint,
-)
+from pipeline.encoders import choose_spec, recorded_dtype, store_fingerprint
+from pipeline.extract import ExtractionReport, extract_one_modality, selection_for
 from pipeline.manifest import Manifest, Sample, read_manifest, write_manifest
 from storage.atomic import write_json_atomic
 from storage.layout import Store, pack_file

@@ -51,7 +51,7 @@ PINNED = [  # (modality, name, options, encoder fingerprint, store fingerprint f
 
 @pytest.mark.parametrize("modality, name, options, encoder, float16, float32", PINNED)
 def test_spec_fingerprints_equal_those_of_loaded_encoders(modality, name, options, encoder, float16, float32):
-    from pipeline.extract import store_fingerprint
+    from pipeline.encoders import store_fingerprint
 
     spec = encoder_spec(modality, name, **options)
     loaded = get_encoder(modality, name, **options)

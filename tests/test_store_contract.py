@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from extractors import encoder_spec
-from pipeline.extract import extract_modality, plan, store_fingerprint
+from pipeline.encoders import store_fingerprint
+from pipeline.extract import extract_modality, plan
 from pipeline.manifest import read_manifest, write_manifest
 from storage import features as features_module
 from storage.catalog import Catalog, CatalogRow
