@@ -56,8 +56,12 @@ class MediaSpool:
                 self.sizes.move_to_end(digest)
                 return
         partial = self.folder / f".{digest}.{threading.get_ident()}"
-        partial.write_bytes(data)
-        os.replace(partial, self.path(digest))  # a decoder sees the whole copy or none
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, self.path(digest))  # a decoder sees the whole copy or none
+        except OSError:  # a full disk or a removed folder: the copy is only a shortcut, its decoder fetches
+            partial.unlink(missing_ok=True)
+            return
         with self.lock:
             if digest in self.sizes:  # another thread kept the same bytes meanwhile
                 return

@@ -88,6 +88,13 @@ def test_the_spool_stays_within_its_limit_dropping_the_least_recently_used(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "d"]
 
 
+def test_a_copy_that_cannot_be_written_is_left_to_its_decoder(tmp_path):
+    """The spool is a shortcut: a full disk or a removed folder must not fail the run."""
+    spool = MediaSpool(tmp_path / "removed", limit=1000)
+    spool.keep("a", b"clip")
+    assert spool.used == 0 and not spool.sizes
+
+
 def test_the_spool_keeps_only_the_bytes_planning_hashed(s3, tmp_path):
     """An object changed since planning (its sha256 differs) or gone is not kept: its decoder fetches
     it and reports what it finds."""
