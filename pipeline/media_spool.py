@@ -123,7 +123,10 @@ class Prefetch:
                 self.changed.wait_for(lambda: self.stopped or position - self.used < AHEAD)  # noqa: B023 (waited on here)
                 if self.stopped:
                     return
-            self.spool.fetch([(digest, url) for _, digest, url in batch])
+            try:
+                self.spool.fetch([(digest, url) for _, digest, url in batch])
+            except Exception:  # noqa: BLE001 (no credentials, no filesystem package...): the decoders fetch
+                return  # each clip themselves and report, per file, what is wrong
 
     def __enter__(self) -> Prefetch:
         return self

@@ -95,6 +95,15 @@ def test_a_copy_that_cannot_be_written_is_left_to_its_decoder(tmp_path):
     assert spool.used == 0 and not spool.sizes
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # no traceback from the thread
+def test_a_failing_read_ahead_stops_quietly_and_leaves_the_clips_to_the_decoders(tmp_path):
+    spool = MediaSpool(tmp_path, limit=1000)
+    with spool.ahead([(0, "0" * 64, URL("nosuchprotocol://bucket/a.mp4"))]) as prefetch:
+        prefetch.thread.join(timeout=60)
+        assert not prefetch.thread.is_alive()
+    assert not spool.sizes
+
+
 def test_the_spool_keeps_only_the_bytes_planning_hashed(s3, tmp_path):
     """An object changed since planning (its sha256 differs) or gone is not kept: its decoder fetches
     it and reports what it finds."""
