@@ -256,12 +256,14 @@ def extract_one_modality(
     config: ExtractConfig,
     progress: bool = True,
     files: FileHashCache | None = None,
+    latest: list[dict] | None = None,
 ) -> ModalitySummary:
     """Plan and extract one modality with the encoder the config chooses (its model loads only when
-    something is left to extract)."""
+    something is left to extract); `latest`: the catalog's rows, when the caller has read them."""
     choice = config.modalities[modality]
     spec = choose_spec(modality, choice.name, choice.options)
-    todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=config.retry_failed, files=files)
+    retry = config.retry_failed
+    todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=retry, latest=latest, files=files)
     record_encoder(store, spec, store_fingerprint(spec, config.dtype), config.dtype)
     summary = extract_modality(
         todo,
@@ -290,7 +292,11 @@ def run_extraction(
     if remote.is_remote(store) and (done := _all_done(manifest, store, config, files)) is not None:
         return ExtractionReport(done, manifest.rejected)
     with store_lock(store, wait=wait):
-        summaries = [extract_one_modality(manifest, store, m, config, progress, files) for m in config.modalities]
+        # Read once: a modality plans from its own rows, which this run's other modalities leave alone.
+        latest = Catalog(store).latest()
+        summaries = [
+            extract_one_modality(manifest, store, m, config, progress, files, latest) for m in config.modalities
+        ]
         files.save()
     return ExtractionReport(summaries, manifest.rejected)
 

@@ -1,17 +1,21 @@
 """Writing features into the store: the one place that commits feature shards and their catalog rows.
 
 Order of commits is what makes a crash harmless: a shard is written under a temporary name and renamed
-into place complete, and only then does a catalog part name it. A crash between the two leaves a shard
-nothing names (gc removes it) and no row claiming its samples are done; re-running extracts them again.
+into place complete (in a bucket: one PUT of the whole object), and only then does a catalog part name
+it. A crash between the two leaves a shard nothing names (gc removes it) and no row claiming its samples
+are done; re-running extracts them again. In a bucket a commit uploads in a background thread while the
+next shard's samples are extracted, one commit at a time and in order.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from storage import remote
 from storage.catalog import Catalog, CatalogRow, member_of
 from storage.layout import Store
 from storage.npy import npy_bytes
@@ -49,6 +53,8 @@ class FeatureWriter:
         self._samples: list[tuple[str, dict[str, bytes]]] = []
         self._rows: list[CatalogRow] = []  # ok rows waiting for their shard (no shard yet), reused and failed rows
         self.ok = self.failed = self.shards_written = 0
+        self._upload: threading.Thread | None = None  # the commit in flight, in a bucket
+        self._upload_error: BaseException | None = None
 
     def add(self, sample_id: str, content_hash: str, array: np.ndarray, timestamps=None) -> None:
         """Buffer one sample's features (stored as the set's dtype); UnstorableError, before anything is
@@ -100,18 +106,43 @@ class FeatureWriter:
         self.failed += 1
 
     def commit(self) -> None:
-        """Write the buffered samples' shard, then the catalog part naming them (and the failures)."""
-        rows = self._rows
-        if self._samples:
-            shard = self.layout.new_shard(self.features.modality, self.features.fingerprint)
-            path = self.layout.shard_path(shard)
-            digest = write_shard(path, self._samples)
-            placed = {"shard": shard, "shard_sha256": digest, "shard_bytes": path.stat().st_size}
-            rows = [replace(row, **placed) if row.status == "ok" and not row.shard else row for row in rows]
-            self.ok += len(self._samples)
-            self.shards_written += 1
-        self.catalog.append(rows)
+        """Write the buffered samples' shard, then the catalog part naming them (and the failures). In a
+        bucket this returns once the previous commit is done and this one has started uploading; a
+        failed upload is raised by the next commit or by close."""
+        samples, rows = self._samples, self._rows
         self._samples, self._rows = [], []
+        self._finish_upload()
+        if not remote.is_remote(self.layout.root):
+            self._commit(samples, rows)
+            return
+        self._upload = threading.Thread(target=self._upload_noting_failure, args=(samples, rows), name="shard-upload")
+        self._upload.start()
 
     def close(self) -> None:
         self.commit()
+        self._finish_upload()
+
+    def _commit(self, samples: list, rows: list[CatalogRow]) -> None:
+        if samples:
+            shard = self.layout.new_shard(self.features.modality, self.features.fingerprint)
+            path = self.layout.shard_path(shard)
+            digest = write_shard(path, samples)
+            placed = {"shard": shard, "shard_sha256": digest, "shard_bytes": path.stat().st_size}
+            rows = [replace(row, **placed) if row.status == "ok" and not row.shard else row for row in rows]
+            self.ok += len(samples)
+            self.shards_written += 1
+        self.catalog.append(rows)
+
+    def _upload_noting_failure(self, samples: list, rows: list[CatalogRow]) -> None:
+        try:
+            self._commit(samples, rows)
+        except BaseException as failure:  # raised in the extracting thread by _finish_upload
+            self._upload_error = failure
+
+    def _finish_upload(self) -> None:
+        if self._upload is not None:
+            self._upload.join()
+            self._upload = None
+        if self._upload_error is not None:
+            failure, self._upload_error = self._upload_error, None
+            raise failure

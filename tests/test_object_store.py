@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -237,3 +238,42 @@ def test_status_verify_repair_and_gc_take_a_bucket_store(s3, tmp_path):
 
 def test_local_paths_and_file_urls_are_the_same_store(tmp_path):
     assert location(f"file://{tmp_path}/store") == tmp_path / "store"
+
+
+def test_a_commit_uploads_while_the_next_shard_fills_and_its_failure_is_raised(s3, monkeypatch):
+    """In a bucket the shard PUT runs beside extraction: adding the next shard's samples does not wait for
+    it; commits stay in order (shard, then its rows); a failed upload is raised by the next call."""
+    import numpy as np
+
+    import storage.features as features_module
+    from storage.features import FeatureSet, FeatureWriter
+
+    store = URL(s3.new_prefix()) / "store"
+    features = FeatureSet("audio", "toy", "f00", "float16")
+    uploading, next_filled, real = threading.Event(), threading.Event(), features_module.write_shard
+
+    def first_waits(path, samples):
+        if not uploading.is_set():
+            uploading.set()
+            assert next_filled.wait(60), "the next shard's samples were not added while this one uploaded"
+        return real(path, samples)
+
+    monkeypatch.setattr(features_module, "write_shard", first_waits)
+    writer = FeatureWriter(store, features, shard_size=2)
+    for i in range(2):
+        writer.add(f"s{i}", f"h{i}", np.full(3, i, np.float32))
+    assert uploading.wait(60)
+    writer.add("s2", "h2", np.full(3, 2, np.float32))  # while the first shard is still uploading
+    next_filled.set()
+    writer.add("s3", "h3", np.full(3, 3, np.float32))
+    writer.close()
+    rows = Catalog(store).latest()
+    assert sorted(r["sample_id"] for r in rows) == ["s0", "s1", "s2", "s3"] and len({r["shard"] for r in rows}) == 2
+    assert_honest(store)
+
+    monkeypatch.setattr(features_module, "write_shard", lambda path, samples: (_ for _ in ()).throw(OSError("full")))
+    failing = FeatureWriter(store, features, shard_size=1)
+    failing.add("s9", "h9", np.zeros(3, np.float32))
+    with pytest.raises(OSError, match="full"):
+        failing.close()
+    assert "s9" not in {r["sample_id"] for r in Catalog(store).latest()}
