@@ -21,8 +21,9 @@ from extractors import DecodeError
 from extractors.extract import reused_decoding_workers
 from flows.prefect_env import choose_prefect_api
 from pipeline.config import ExtractConfig
-from pipeline.extract import ModalitySummary, Todo
+from pipeline.extract import Todo
 from pipeline.extract_chunks import extract_chunk, extraction_report, plan_extraction
+from pipeline.extract_report import ModalitySummary
 from pipeline.manifest import read_manifest
 from storage.lock import store_lock
 from storage.remote import location

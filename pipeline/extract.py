@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 from extractors import EncoderSpec
 from pipeline.config import ExtractConfig
 from pipeline.encoders import DTYPES, choose_spec, is_recorded, record_encoder, store_fingerprint
+from pipeline.extract_report import ExtractionReport, ModalitySummary
+from pipeline.hash_ahead import planned_blocks
 from pipeline.manifest import Manifest, Sample
 from pipeline.media_spool import keep as media_spool_keep
 from pipeline.media_spool import media_spool
@@ -33,19 +35,6 @@ from storage.remote import Location, location
 
 if TYPE_CHECKING:
     from extractors import Encoder
-
-
-@dataclass
-class ModalitySummary:
-    modality: str
-    encoder: str
-    fingerprint: str
-    ok: int = 0
-    failed: int = 0
-    skipped: int = 0
-    shards_written: int = 0
-    seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -127,10 +116,11 @@ def extract_modality(
     batch_size: int = 16,
     num_workers: int = 0,
     device: str = "auto",
-    progress: bool = True,
+    progress: bool | tqdm = True,
 ) -> ModalitySummary:
     """Extract `todo` with one encoder, committing a shard (then its catalog rows) every `shard_size` samples;
-    samples whose content is already stored get rows reusing it (the model loads only if some remain)."""
+    samples whose content is already stored get rows reusing it (the model loads only if some remain).
+    `progress`: a bar of its own, or a tqdm bar to count into (one bar across several calls)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     fingerprint = store_fingerprint(encoder, dtype)
@@ -173,11 +163,12 @@ def _extract_into(
     spool = media_spool() if wanted else None
     samples = [spool.spooled(t.sample, modality, t.source_digest) for t in todo] if spool else [t.sample for t in todo]
     results = extract_features(samples, encoder, **settings)
-    bar = tqdm(results, total=len(todo), desc=f"extract {modality}:{encoder.name}", disable=not progress, unit="clip")
+    bar = progress if isinstance(progress, tqdm) else _bar(modality, encoder.name, len(todo), progress)
     # closing: on any error (a full disk, say) the decoding workers stop now, not when the traceback is freed
     prefetch = spool.ahead(wanted) if spool else contextlib.nullcontext()
-    with contextlib.closing(results), prefetch:
-        for sample, result in bar:
+    with contextlib.closing(results), prefetch, bar if bar is not progress else contextlib.nullcontext():
+        for sample, result in results:
+            bar.update(1)
             if spool:
                 prefetch.use()
             digest = hashes[sample.sample_id]
@@ -189,6 +180,10 @@ def _extract_into(
             except (DecodeError, UnstorableError) as problem:  # this sample fails, not its chunk
                 writer.fail(sample.sample_id, digest, str(problem))
                 summary.errors.append(f"{sample.sample_id}: {problem}")
+
+
+def _bar(modality: str, encoder: str, total: int, shown: bool) -> tqdm:
+    return tqdm(total=total, desc=f"extract {modality}:{encoder}", disable=not shown, unit="clip")
 
 
 FLOAT16_OVERFLOW = 65520.0  # the smallest magnitude float16 rounds to infinity
@@ -219,36 +214,6 @@ def _source(sample: Sample, modality: str) -> str:
     return str(sample.video if modality == "video" or sample.audio is None else sample.audio)
 
 
-def summary_dict(summary: ModalitySummary) -> dict:
-    return asdict(summary)
-
-
-@dataclass
-class ExtractionReport:
-    modalities: list[ModalitySummary]
-    rejected: list[str] = field(default_factory=list)  # manifest rows left out, with their reasons
-
-    def totals(self) -> dict[str, int]:
-        totals = {k: sum(getattr(s, k) for s in self.modalities) for k in ("ok", "failed", "skipped")}
-        return {**totals, "rejected_rows": len(self.rejected)}
-
-    def failed_share(self) -> float:
-        """Failed extractions plus rejected manifest rows, over everything this run considered
-        (skipped ones included, so a re-run with nothing new does not count old failures as all)."""
-        t = self.totals()
-        bad = t["failed"] + t["rejected_rows"]
-        considered = t["ok"] + t["skipped"] + bad
-        return bad / considered if considered else 0.0
-
-    def to_dict(self) -> dict:
-        return {
-            "modalities": [summary_dict(s) for s in self.modalities],
-            "totals": self.totals(),
-            "rejected": self.rejected,
-            "failed_share": self.failed_share(),
-        }
-
-
 def extract_one_modality(
     manifest: Manifest,
     store: Path,
@@ -259,25 +224,42 @@ def extract_one_modality(
     latest: list[dict] | None = None,
 ) -> ModalitySummary:
     """Plan and extract one modality with the encoder the config chooses (its model loads only when
-    something is left to extract); `latest`: the catalog's rows, when the caller has read them."""
+    something is left to extract); `latest`: the catalog's rows, when the caller has read them. Clips in
+    a bucket not hashed yet are planned block by block, the next block hashed while this one extracts."""
     choice = config.modalities[modality]
     spec = choose_spec(modality, choice.name, choice.options)
-    retry = config.retry_failed
-    todo, skipped = plan(manifest, store, spec, config.dtype, retry_failed=retry, latest=latest, files=files)
-    record_encoder(store, spec, store_fingerprint(spec, config.dtype), config.dtype)
-    summary = extract_modality(
-        todo,
-        spec.shared(),
-        store,
-        dtype=config.dtype,
-        shard_size=config.shard_size,
-        batch_size=config.batch_size,
-        num_workers=config.num_workers,
-        device=config.device,
-        progress=progress,
-    )
-    summary.skipped = skipped
-    return summary
+    fingerprint = store_fingerprint(spec, config.dtype)
+    files = files or FileHashCache(Store(store).file_hashes)
+    latest = latest if latest is not None else Catalog(store).latest()
+    record_encoder(store, spec, fingerprint, config.dtype)
+
+    def plan_block(block: Manifest) -> tuple[list[Todo], int]:
+        return plan(block, store, spec, config.dtype, retry_failed=config.retry_failed, latest=latest, files=files)
+
+    total, sharing_workers = ModalitySummary(modality, spec.encoder_name, fingerprint), False
+    bar = _bar(modality, spec.encoder_name, sum(s.has(modality) for s in manifest.samples), progress)
+    with contextlib.ExitStack() as workers, bar:
+        for todo, skipped in planned_blocks(manifest, modality, files, config.shard_size, plan_block):
+            bar.update(skipped)  # done before, or reusing stored features: no extraction
+            if any(not t.reuse for t in todo) and not sharing_workers:
+                from extractors.extract import reused_decoding_workers  # torch: only where features are computed
+
+                workers.enter_context(reused_decoding_workers())  # blocks share one set of decoding workers
+                sharing_workers = True
+            part = extract_modality(
+                todo,
+                spec.shared(),
+                store,
+                dtype=config.dtype,
+                shard_size=config.shard_size,
+                batch_size=config.batch_size,
+                num_workers=config.num_workers,
+                device=config.device,
+                progress=bar,
+            )
+            total.add(part)
+            total.skipped += skipped
+    return total
 
 
 def run_extraction(

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from pipeline.config import ExtractConfig
 from pipeline.encoders import choose_spec, record_encoder, store_fingerprint
-from pipeline.extract import ExtractionReport, ModalitySummary, Todo, extract_modality, plan
+from pipeline.extract import Todo, extract_modality, plan
+from pipeline.extract_report import ExtractionReport, ModalitySummary
 from pipeline.manifest import Manifest
 from pipeline.media_spool import keep as media_spool_keep
 from pipeline.spec_cache import spec_for
@@ -140,9 +141,5 @@ def merge_summaries(modality: ModalityPlan, parts: list[ModalitySummary]) -> Mod
     """One modality's summary from its chunks' summaries (seconds: the chunks' time added up)."""
     total = ModalitySummary(modality.modality, modality.encoder, modality.fingerprint, skipped=modality.skipped)
     for part in parts:
-        total.ok += part.ok
-        total.failed += part.failed
-        total.shards_written += part.shards_written
-        total.seconds += part.seconds
-        total.errors.extend(part.errors)
+        total.add(part)
     return total

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from extractors import DEFAULTS, Encoder
 from pipeline.encoders import DTYPES, choose_spec, store_fingerprint
-from pipeline.extract import ModalitySummary, extract_modality, plan
+from pipeline.extract import extract_modality, plan
+from pipeline.extract_report import ModalitySummary
 from pipeline.manifest import Manifest
 from storage.catalog import Catalog
 from storage.layout import Store

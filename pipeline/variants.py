@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 from extractors.decode import read_audio
 from pipeline.config import EncoderChoice, ExtractConfig
 from pipeline.encoders import choose_spec, recorded_dtype, store_fingerprint
-from pipeline.extract import ExtractionReport, extract_one_modality, selection_for
+from pipeline.extract import extract_one_modality, selection_for
+from pipeline.extract_report import ExtractionReport
 from pipeline.manifest import Manifest, Sample, read_manifest, write_manifest
 from storage.atomic import write_json_atomic
 from storage.layout import Store, pack_file

@@ -57,6 +57,31 @@ def test_a_clip_in_a_bucket_is_fetched_once_per_run(s3, tmp_path):
     assert {(r["sample_id"], r["modality"]): r["shape"] for r in more_rows} == shapes
 
 
+def test_clips_hashed_a_block_ahead_are_still_fetched_once(s3, tmp_path, monkeypatch):
+    """Planning in blocks (the next block's clips hashed while this one extracts): every clip fetched once,
+    by the hashing thread, and decoded from the spool; every sample extracted once."""
+    import extractors.fetch
+    from pipeline import hash_ahead
+    from tests.test_object_store import assert_complete, upload_subset
+
+    monkeypatch.setattr(hash_ahead, "BLOCK", 4)
+    fetched, decoded_from_bucket = [], []
+    real_read, real_fetch = remote.read_available, extractors.fetch.fetch
+    monkeypatch.setattr(remote, "read_available", lambda urls: fetched.extend(urls) or real_read(urls))
+    monkeypatch.setattr(
+        "extractors.decode.fetch",
+        lambda url, error: real_fetch(url, error) if Path(url.local).is_file() else decoded_from_bucket.append(url),
+    )
+    manifest, prefix = upload_subset(s3, tmp_path, 12)
+    config = ExtractConfig(shard_size=4, batch_size=4, num_workers=0)  # decoders in this process, to watch them
+    report = run_extraction(read_manifest(manifest), prefix / "store", config, progress=False)
+    assert (report.totals()["ok"], report.totals()["failed"]) == (36, 0)
+    assert [s.shards_written for s in report.modalities] == [3, 3, 3]
+    clips = [url for url in fetched if url.suffix == ".mp4"]
+    assert len(clips) == len(set(clips)) == 12 and decoded_from_bucket == []
+    assert_complete(prefix / "store", [f"{s.sample_id}" for s in read_manifest(manifest).samples])
+
+
 def test_decoders_read_the_local_copy_and_name_the_url(tmp_path):
     """No server here: the URL points nowhere, so decoding works only from the local copy; without a
     copy, the decoder fetches the URL and its error names the URL, not the spool's file."""

@@ -19,8 +19,8 @@ from flows.extract import GPU_LIMIT, extract_flow, gpu_slot, retry_transient
 from flows.pipeline import pipeline_flow
 from pipeline.cli import app
 from pipeline.config import ConfigError, ExtractConfig, load_pipeline_config
-from pipeline.extract import ModalitySummary
 from pipeline.extract_chunks import ExtractionPlan, ModalityPlan, extract_chunk, merge_summaries, plan_extraction
+from pipeline.extract_report import ModalitySummary
 from pipeline.manifest import read_manifest
 from pipeline.stage_records import read_stages
 from pipeline.stages import STAGES, StageError, experiment_for, prepare_run
