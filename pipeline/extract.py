@@ -246,20 +246,34 @@ def extract_one_modality(
 
                 workers.enter_context(reused_decoding_workers())  # blocks share one set of decoding workers
                 sharing_workers = True
-            part = extract_modality(
-                todo,
-                spec.shared(),
-                store,
-                dtype=config.dtype,
-                shard_size=config.shard_size,
-                batch_size=config.batch_size,
-                num_workers=config.num_workers,
-                device=config.device,
-                progress=bar,
-            )
+            part = extract_configured(todo, spec, store, config, progress=bar)
             total.add(part)
             total.skipped += skipped
     return total
+
+
+def extract_configured(
+    todo: list[Todo],
+    spec: EncoderSpec,
+    store: Location,
+    config: ExtractConfig,
+    *,
+    num_workers: int | None = None,
+    progress: bool | tqdm = True,
+) -> ModalitySummary:
+    """extract_modality with the config's settings and this process's encoder for the spec (its model
+    loads once per process); `num_workers` overrides the config's."""
+    return extract_modality(
+        todo,
+        spec.shared(),
+        store,
+        dtype=config.dtype,
+        shard_size=config.shard_size,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers if num_workers is None else num_workers,
+        device=config.device,
+        progress=progress,
+    )
 
 
 def run_extraction(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.config import ExtractConfig
 from pipeline.encoders import choose_spec, record_encoder, store_fingerprint
-from pipeline.extract import Todo, extract_modality, plan
+from pipeline.extract import Todo, extract_configured, plan
 from pipeline.extract_report import ExtractionReport, ModalitySummary
 from pipeline.manifest import Manifest
 from pipeline.media_spool import keep as media_spool_keep
@@ -123,18 +123,7 @@ def extract_chunk(
             f"this process computes fingerprint {fingerprint} for {modality}:{spec.encoder_name}, "
             f"the plan expected {expected_fingerprint}: the worker's encoder weights or software differ"
         )
-    workers = config.num_workers if num_workers is None else num_workers
-    return extract_modality(
-        todo,
-        spec.shared(),
-        store,
-        dtype=config.dtype,
-        shard_size=config.shard_size,
-        batch_size=config.batch_size,
-        num_workers=workers,
-        device=config.device,
-        progress=progress,
-    )
+    return extract_configured(todo, spec, store, config, num_workers=num_workers, progress=progress)
 
 
 def merge_summaries(modality: ModalityPlan, parts: list[ModalitySummary]) -> ModalitySummary:
