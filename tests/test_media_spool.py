@@ -82,6 +82,25 @@ def test_clips_hashed_a_block_ahead_are_still_fetched_once(s3, tmp_path, monkeyp
     assert_complete(prefix / "store", [f"{s.sample_id}" for s in read_manifest(manifest).samples])
 
 
+def test_empty_and_corrupt_clips_in_a_bucket_fail_naming_their_urls(s3, tmp_path):
+    """Bad clips take the spool's path too: each fails its own sample with its URL and the reason; the
+    others are extracted."""
+    from tests.test_object_store import upload_subset
+
+    manifest, prefix = upload_subset(s3, tmp_path, 4)
+    samples = read_manifest(manifest).samples
+    empty, corrupt = samples[0].video, samples[1].video
+    remote.put(empty, b"")
+    remote.put(corrupt, b"not a video at all" * 100)
+    config = ExtractConfig(shard_size=4, batch_size=4, num_workers=1, modalities={"audio": {}, "video": {}})
+    report = run_extraction(read_manifest(manifest), prefix / "store", config, progress=False)
+    assert (report.totals()["ok"], report.totals()["failed"]) == (4, 4)
+    failed = [(r["sample_id"], r["modality"], r["error"]) for r in Catalog(prefix / "store").latest() if r["error"]]
+    bad = {samples[0].sample_id: f"{empty}: file is empty", samples[1].sample_id: f"{corrupt}: not a readable"}
+    assert {(sample, modality) for sample, modality, _ in failed} == {(i, m) for i in bad for m in ("audio", "video")}
+    assert all(bad[sample] in error for sample, _, error in failed), failed
+
+
 def test_decoders_read_the_local_copy_and_name_the_url(tmp_path):
     """No server here: the URL points nowhere, so decoding works only from the local copy; without a
     copy, the decoder fetches the URL and its error names the URL, not the spool's file."""
